@@ -1,0 +1,46 @@
+"""The web app: one module per tab, each with build() and plain handler functions; build_app() joins them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ui.common import ASSETS_DIR, SETTINGS
+
+TITLE = "rl_core workbench · bioacoustic foundation models"
+
+
+def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
+    """The whole app as a gr.Blocks (not launched). Settings come from ui.common.configure()."""
+    from ui import embedding_map, inference, leaderboard, zoo
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# 🐦 rl_core workbench\n"
+            "Species predictions, embeddings and embedding maps from bioacoustic foundation models, a model zoo "
+            f"and a leaderboard. Models run on **{SETTINGS.device}**; one model job runs at a time, others queue.",
+            elem_id="header",
+        )
+        with gr.Tabs():
+            with gr.Tab("Inference", id="inference"):
+                inference.build()
+            with gr.Tab("Embedding map", id="map"):
+                embedding_map.build()
+            with gr.Tab("Leaderboard", id="leaderboard"):
+                leaderboard.build(demo, leaderboard_dir)
+            with gr.Tab("Model zoo", id="zoo"):
+                zoo.build()
+        gr.Markdown(
+            "Example recordings: see `assets/LICENSES.md`. BirdNET V2.4 weights: CC BY-NC-SA 4.0. "
+            "ESP model weights: CC BY-NC-SA 4.0.",
+            elem_id="footer",
+        )
+    return demo
+
+
+CSS_PATH = ASSETS_DIR / "app.css"
+
+
+def theme() -> gr.themes.Base:
+    return gr.themes.Soft(primary_hue="emerald", secondary_hue="sky", neutral_hue="slate")

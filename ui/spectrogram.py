@@ -1,0 +1,108 @@
+"""Spectrogram images and browser-playable audio for the inference tab (display only, no model maths).
+
+Works at any sample rate: bat and rodent recordings at 250-384 kHz get their full band in the image, and a
+10x time-expanded copy for listening (browsers do not play audio above 48 kHz reliably).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from PIL import Image, ImageDraw
+
+#: only this much of a long recording is drawn / offered for playback
+PREVIEW_SECONDS = 60.0
+BROWSER_FORMATS = {".wav", ".mp3", ".ogg", ".flac"}
+BROWSER_MAX_RATE = 48000
+TIME_EXPANSION = 10
+
+
+def read_preview(path: str | Path, seconds: float = PREVIEW_SECONDS) -> tuple[np.ndarray, int]:
+    """The first ``seconds`` of a recording, mono float32 at its own rate (streamed: long files stay cheap)."""
+    from rl_core.audio import audio_info, iter_windows
+
+    info = audio_info(path)
+    seconds = min(seconds, max(info.duration_s, 1e-3))
+    for _start, window in iter_windows(path, info.sample_rate, seconds, seconds):
+        n = int(round(min(info.duration_s, seconds) * info.sample_rate))
+        return np.asarray(window[:n], dtype=np.float32), info.sample_rate
+    return np.zeros(0, dtype=np.float32), info.sample_rate
+
+
+def _viridis(n: int = 256) -> np.ndarray:
+    from plotly.colors import sample_colorscale, unlabel_rgb
+
+    colours = sample_colorscale("Viridis", [i / (n - 1) for i in range(n)])
+    return np.array([unlabel_rgb(c) for c in colours], dtype=np.uint8)
+
+
+_LUT = None
+
+
+def spectrogram_db(audio: np.ndarray, sr: int, max_frames: int = 1400) -> tuple[np.ndarray, float]:
+    """Log-power STFT (freq x time, dB, top 80 dB kept) and the hop in seconds."""
+    n_fft = int(2 ** np.ceil(np.log2(max(256, sr * 0.0232))))  # ~23 ms windows at any rate
+    hop = max(n_fft // 4, int(np.ceil(len(audio) / max_frames)))
+    if len(audio) < n_fft:
+        audio = np.pad(audio, (0, n_fft - len(audio)))
+    frames = 1 + (len(audio) - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    spec = np.abs(np.fft.rfft(audio[idx] * np.hanning(n_fft)[None, :], axis=1)) ** 2
+    db = 10 * np.log10(spec.T + 1e-12)
+    db = np.clip(db, db.max() - 80.0, None)
+    return db, hop / sr
+
+
+def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "") -> Path:
+    """Draw the spectrogram of (the start of) a recording as a PNG with kHz and seconds axes."""
+    global _LUT
+    audio, sr = read_preview(path)
+    db, hop_s = spectrogram_db(audio, sr)
+    if _LUT is None:
+        _LUT = _viridis()
+    norm = (db - db.min()) / max(float(db.max() - db.min()), 1e-9)
+    rgb = _LUT[(norm[::-1] * 255).astype(np.uint8)]  # low frequencies at the bottom
+    plot = Image.fromarray(rgb).resize((min(max(rgb.shape[1], 600), 1400), 300), Image.BILINEAR)
+
+    left, bottom, top = 56, 30, 24
+    canvas = Image.new("RGB", (plot.width + left + 10, plot.height + bottom + top), "white")
+    canvas.paste(plot, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    nyquist_khz = sr / 2000
+    for frac in np.linspace(0, 1, 5):
+        y = top + plot.height - frac * plot.height
+        draw.line([(left - 4, y), (left, y)], fill="black")
+        draw.text((4, y - 6), f"{frac * nyquist_khz:.0f} kHz" if nyquist_khz >= 5 else f"{frac * nyquist_khz:.1f}",
+                  fill="black")
+    duration = len(audio) / sr
+    for frac in np.linspace(0, 1, 6):
+        x = left + frac * (plot.width - 1)
+        draw.line([(x, top + plot.height), (x, top + plot.height + 4)], fill="black")
+        draw.text((x - 10, top + plot.height + 8), f"{frac * duration:.1f} s", fill="black")
+    label = title or Path(path).name
+    note = f" (first {PREVIEW_SECONDS:.0f} s)" if duration >= PREVIEW_SECONDS - 1e-6 else ""
+    draw.text((left, 6), f"{label} · {sr / 1000:g} kHz{note}", fill="black")
+    out_path = Path(out_path)
+    canvas.save(out_path)
+    return out_path
+
+
+def playable_audio(path: str | Path, out_dir: str | Path) -> tuple[str | None, str]:
+    """A file the browser can play and a caption: the original, a WAV copy, or a 10x time-expanded copy."""
+    path = Path(path)
+    try:
+        rate = sf.info(str(path)).samplerate
+    except Exception:  # noqa: BLE001 - formats soundfile cannot open are decoded by rl_core below
+        rate = None
+    if rate is not None and rate <= BROWSER_MAX_RATE and path.suffix.lower() in BROWSER_FORMATS:
+        return str(path), "Original recording"
+    audio, sr = read_preview(path)
+    out = Path(out_dir) / f"{path.stem}_listen.wav"
+    if sr > BROWSER_MAX_RATE:
+        sf.write(out, audio, max(sr // TIME_EXPANSION, 8000), subtype="PCM_16")
+        return str(out), (f"{sr / 1000:g} kHz is above what browsers play: this copy is slowed "
+                          f"{TIME_EXPANSION}x (time expansion), so ultrasound becomes audible")
+    sf.write(out, audio, sr, subtype="PCM_16")
+    return str(out), f"Converted to WAV for the browser (first {PREVIEW_SECONDS:.0f} s at most)"

@@ -1,0 +1,119 @@
+"""Model zoo tab: every registered model in a searchable, sortable table; a row shows its card and a snippet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ui.common import is_offline, model_infos
+
+COLUMNS = [
+    "Model", "Family", "Parameters (M)", "Sample rate (Hz)", "Window (s)", "Embedding dim", "Classes",
+    "Licence", "Weights",
+]
+DATATYPES = ["str", "str", "number", "number", "number", "number", "number", "str", "str"]
+
+
+def weight_text(info: dict[str, Any]) -> str:
+    """'on this machine', 'downloads on first use (94 MB)', 'unavailable offline (94 MB download)' ..."""
+    from rl_core.catalog import WEIGHTS_DOWNLOAD
+
+    if info["weights"] != WEIGHTS_DOWNLOAD:
+        return info["weights"]
+    size = f"{info['checkpoint_size_mb']:.0f} MB" if info.get("checkpoint_size_mb") else "size unknown"
+    if is_offline():
+        return f"unavailable offline ({size} download)"
+    return f"downloads on first use ({size})"
+
+
+def zoo_table(search: str = "", family: str = "All") -> pd.DataFrame:
+    """The zoo as a DataFrame, filtered by a case-insensitive search over name/family/description/licence."""
+    rows = []
+    needle = (search or "").strip().lower()
+    for name, info in model_infos().items():
+        if family and family != "All" and info["family"] != family:
+            continue
+        haystack = " ".join(str(info[k]) for k in ("name", "family", "description", "license", "architecture"))
+        if needle and needle not in haystack.lower():
+            continue
+        params = info["parameters"]
+        rows.append([
+            name,
+            info["family"],
+            round(params / 1e6, 2) if params else None,
+            info["sample_rate"],
+            info["window_seconds"],
+            info["embedding_dim"],
+            info["num_classes"] if info["has_trained_classifier"] else None,
+            info["license"],
+            weight_text(info),
+        ])
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def families() -> list[str]:
+    return ["All", *sorted({info["family"] for info in model_infos().values()})]
+
+
+def model_card(name: str) -> tuple[str, str]:
+    """Markdown description and a copyable Python snippet for one model."""
+    from rl_core.catalog import describe_model
+
+    info = describe_model(name, verbose=False)
+    params = f"{info['parameters'] / 1e6:.1f} M" if info["parameters"] else "unknown"
+    head = f"yes, {info['num_classes']} classes" if info["has_trained_classifier"] else "no (embeddings only)"
+    lines = [
+        f"### {name}",
+        info["description"] or "_No description._",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Architecture | `{info['architecture']}` ({info['family']}) |",
+        f"| Input | {info['sample_rate']} Hz mono, {info['window_seconds']:g} s windows |",
+        f"| Embedding dim | {info['embedding_dim'] or 'unknown'} |",
+        f"| Trained classifier | {head} |",
+        f"| Parameters | {params} |",
+        f"| Weights | {weight_text(info)} |",
+        f"| Checkpoint | `{info['checkpoint_path'] or '(none)'}` |",
+        f"| Licence | {info['license']} |",
+    ]
+    if info.get("source_url"):
+        lines.append(f"| Source | {info['source_url']} |")
+    return "\n".join(lines), info["usage"]
+
+
+def model_card_api(name: str) -> tuple[str, str]:
+    """API endpoint: a model's description (markdown) and Python snippet."""
+    return model_card(name)
+
+
+def on_select(table: pd.DataFrame, evt: gr.SelectData) -> tuple[str, str]:
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    return model_card(str(table.iloc[row]["Model"]))
+
+
+def build() -> None:
+    """The zoo tab's components and events (call inside a gr.Blocks / gr.Tab)."""
+    table = zoo_table()
+    gr.Markdown(
+        f"**{len(table)} registered models.** Search, sort by clicking a column header, and select a row for "
+        "its description and a Python snippet. Weights marked *on this machine* run offline."
+    )
+    with gr.Row():
+        search = gr.Textbox(label="Search", placeholder="name, family, description, licence ...", scale=3)
+        family = gr.Dropdown(families(), value="All", label="Family", scale=1)
+    df = gr.Dataframe(
+        table, datatype=DATATYPES, interactive=False, label="Models", elem_id="zoo-table",
+        show_search="none", pinned_columns=1, max_height=520, wrap=True,
+    )
+    first = str(table.iloc[0]["Model"]) if len(table) else None
+    card_md, snippet = model_card(first) if first else ("No models are registered.", "")
+    with gr.Row():
+        card = gr.Markdown(card_md, elem_id="zoo-card")
+        code = gr.Code(snippet, language="python", label="Use it from Python", interactive=False)
+    search.change(zoo_table, [search, family], df, api_name="zoo_table", queue=False)
+    family.change(zoo_table, [search, family], df, api_visibility="private", queue=False)
+    df.select(on_select, df, [card, code], api_visibility="private", queue=False)
+    gr.api(model_card_api, api_name="model_card", queue=False)
