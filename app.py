@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import sys
+import threading
 
 log = logging.getLogger("app")
 
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-files", type=int, default=500, help="most recordings per embedding map")
     parser.add_argument("--max-total-size", type=parse_size_mb, default=2000.0, metavar="SIZE",
                         help="largest total (unzipped) size of one embedding map's recordings (default 2GB)")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip compiling UMAP in the background after start (the first map then takes ~20 s more)")
     parser.add_argument("--leaderboard-dir", default=None, help="leaderboard data folder (default: leaderboard_data/)")
     return parser.parse_args(argv)
 
@@ -49,6 +52,19 @@ def check_device(device: str) -> None:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as exc:
         raise SystemExit(f"--device {device}: {exc}") from None
+
+
+def warm_up_umap() -> None:
+    """Compile umap-learn's numba code once, after the server is up, so the first embedding map is quick."""
+    try:
+        import numpy as np
+
+        from rl_core.projection import project
+
+        project(np.random.default_rng(0).normal(size=(8, 4)), "UMAP", n_neighbors=3)
+        log.info("UMAP is compiled and ready")
+    except Exception:  # noqa: BLE001 - only an optimisation
+        log.warning("UMAP warm-up failed; the first map will compile it", exc_info=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
                f"The app keeps serving locally at {demo.local_url}")
         log.warning(msg)
         print(f"\n*** {msg}\n", file=sys.stderr, flush=True)
+    if not args.no_warmup:
+        threading.Thread(target=warm_up_umap, name="umap-warmup", daemon=True).start()
     demo.block_thread()
 
 

@@ -17,7 +17,7 @@ def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
-            "# 🐦 rl_core workbench\n"
+            "# rl_core workbench\n"
             "Species predictions, embeddings and embedding maps from bioacoustic foundation models, a model zoo "
             f"and a leaderboard. Models run on **{SETTINGS.device}**; one model job runs at a time, others queue.",
             elem_id="header",

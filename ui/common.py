@@ -66,7 +66,8 @@ class UserFacingError(RLCoreError):
 
 def describe_error(exc: BaseException, what: str | None = None) -> str:
     """One readable sentence for the user; unexpected errors are logged with their traceback."""
-    prefix = f"{what}: " if what else ""
+    text = str(exc)
+    prefix = f"{what}: " if what and what not in text else ""
     if isinstance(exc, RLCoreError):
         return prefix + str(exc)
     log.exception("unexpected error%s", f" ({what})" if what else "")

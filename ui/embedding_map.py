@@ -250,7 +250,7 @@ def build_map(
     csv_path = out / "map_coordinates.csv"
     points.to_csv(csv_path, index=False)
     npz_path = out / "map_embeddings.npz"
-    np.savez_compressed(npz_path, file=np.array(points["file"]), label=np.array(points["label"]),
+    np.savez_compressed(npz_path, files=np.array(points["file"]), label=np.array(points["label"]),
                         embeddings=matrix.astype(np.float32), coordinates=coords.astype(np.float32),
                         model=np.array(model_name), layer=np.array(layer), pooling=np.array(pooling),
                         method=np.array(method))
@@ -297,10 +297,8 @@ def build() -> None:
         with gr.Column(scale=3):
             files = gr.File(file_count="multiple", label="Recordings", elem_id="map-files", height=130)
             with gr.Row():
-                zip_file = gr.File(file_types=[".zip"], label="…or a .zip (folders = labels)", elem_id="map-zip",
-                                   height=100)
-                labels_csv = gr.File(file_types=[".csv"], label="Labels CSV (optional)", elem_id="map-labels",
-                                     height=100)
+                zip_file = gr.File(file_types=[".zip"], label="…or a .zip (folders = labels)", elem_id="map-zip")
+                labels_csv = gr.File(file_types=[".csv"], label="Labels CSV (optional)", elem_id="map-labels")
             use_examples = gr.Checkbox(label="Use the bundled example set", value=False, elem_id="map-examples")
         with gr.Column(scale=2):
             model = gr.Dropdown(model_choices(), value=default_model(), label="Model", elem_id="map-model")

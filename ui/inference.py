@@ -190,7 +190,7 @@ def analyse(
         npz_path = out / "embeddings.npz"
         np.savez_compressed(
             npz_path,
-            file=np.array([n for n, r in embeddings for _ in range(len(r.starts))]),
+            files=np.array([n for n, r in embeddings for _ in range(len(r.starts))]),
             start_s=np.concatenate([np.asarray(r.starts, dtype=np.float64) for _, r in embeddings]),
             end_s=np.concatenate([np.asarray(r.ends, dtype=np.float64) for _, r in embeddings]),
             embeddings=np.concatenate([np.asarray(r.embeddings, dtype=np.float32) for _, r in embeddings]),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 #: only this much of a long recording is drawn / offered for playback
 PREVIEW_SECONDS = 60.0
@@ -62,28 +62,31 @@ def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "") -
     db, hop_s = spectrogram_db(audio, sr)
     if _LUT is None:
         _LUT = _viridis()
-    norm = (db - db.min()) / max(float(db.max() - db.min()), 1e-9)
+    # contrast: the median (mostly background noise) maps to dark, the loudest bin to bright
+    lo, hi = float(np.percentile(db, 50)), float(db.max())
+    norm = np.clip((db - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
     rgb = _LUT[(norm[::-1] * 255).astype(np.uint8)]  # low frequencies at the bottom
     plot = Image.fromarray(rgb).resize((min(max(rgb.shape[1], 600), 1400), 300), Image.BILINEAR)
 
-    left, bottom, top = 56, 30, 24
-    canvas = Image.new("RGB", (plot.width + left + 10, plot.height + bottom + top), "white")
+    left, bottom, top = 64, 30, 34
+    font = ImageFont.load_default(size=13)
+    canvas = Image.new("RGB", (plot.width + left + 28, plot.height + bottom + top), "white")
     canvas.paste(plot, (left, top))
     draw = ImageDraw.Draw(canvas)
     nyquist_khz = sr / 2000
     for frac in np.linspace(0, 1, 5):
         y = top + plot.height - frac * plot.height
         draw.line([(left - 4, y), (left, y)], fill="black")
-        draw.text((4, y - 6), f"{frac * nyquist_khz:.0f} kHz" if nyquist_khz >= 5 else f"{frac * nyquist_khz:.1f}",
-                  fill="black")
+        draw.text((4, y - 7), f"{round(frac * nyquist_khz, 1):g} kHz",
+                  fill="black", font=font)
     duration = len(audio) / sr
     for frac in np.linspace(0, 1, 6):
         x = left + frac * (plot.width - 1)
         draw.line([(x, top + plot.height), (x, top + plot.height + 4)], fill="black")
-        draw.text((x - 10, top + plot.height + 8), f"{frac * duration:.1f} s", fill="black")
+        draw.text((x - 10, top + plot.height + 8), f"{frac * duration:.1f} s", fill="black", font=font)
     label = title or Path(path).name
     note = f" (first {PREVIEW_SECONDS:.0f} s)" if duration >= PREVIEW_SECONDS - 1e-6 else ""
-    draw.text((left, 6), f"{label} · {sr / 1000:g} kHz{note}", fill="black")
+    draw.text((left, 6), f"{label} · {sr / 1000:g} kHz{note}", fill="black", font=font)
     out_path = Path(out_path)
     canvas.save(out_path)
     return out_path

