@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 import threading
 
 log = logging.getLogger("app")
@@ -101,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
         msg = (f"No public link could be made (--share needs internet access to Gradio's share servers). "
                f"The app keeps serving locally at {demo.local_url}")
         log.warning(msg)
-        print(f"\n*** {msg}\n", file=sys.stderr, flush=True)
     if not args.no_warmup:
         threading.Thread(target=warm_up_umap, name="umap-warmup", daemon=True).start()
     demo.block_thread()

@@ -1,0 +1,352 @@
+"""The web app's handler functions, called directly with real recordings and BirdNET V2.4 (offline)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from ui import common, embedding_map, inference, leaderboard, zoo
+from ui.common import UserFacingError
+
+MODEL = "birdnet_v2_4"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def default_limits():
+    saved = (common.SETTINGS.max_files, common.SETTINGS.max_total_mb, common.SETTINGS.max_file_size_mb)
+    yield
+    common.configure(max_files=saved[0], max_total_mb=saved[1], max_file_size_mb=saved[2])
+
+
+@pytest.fixture
+def broken_wav(tmp_path) -> Path:
+    path = tmp_path / "broken_recording.wav"
+    path.write_bytes(b"RIFF\x00\x01\x00\x00WAVEfmt garbage that is not audio" * 3)
+    return path
+
+
+# --------------------------------------------------------------------------- zoo
+def test_zoo_lists_birdnet_with_its_facts():
+    table = zoo.zoo_table()
+    assert list(table.columns) == zoo.COLUMNS
+    row = table[table["Model"] == MODEL].iloc[0]
+    assert row["Family"] == "BirdNET"
+    assert row["Sample rate (Hz)"] == 48000
+    assert row["Window (s)"] == 3
+    assert row["Embedding dim"] == 1024
+    assert row["Classes"] == 6522
+    assert "CC BY-NC-SA" in row["Licence"]
+    assert row["Weights"] == "on this machine"
+
+
+def test_zoo_search_and_family_filter():
+    assert MODEL in set(zoo.zoo_table("birdnet")["Model"])
+    assert MODEL in set(zoo.zoo_table("", "BirdNET")["Model"])
+    assert zoo.zoo_table("no-such-model-xyz").empty
+    assert "BirdNET" in zoo.families()
+
+
+def test_zoo_card_and_snippet():
+    card, snippet = zoo.model_card(MODEL)
+    assert "### birdnet_v2_4" in card and "6522 classes" in card and "48000 Hz" in card
+    assert 'load_model("birdnet_v2_4"' in snippet
+    compile(snippet, "snippet", "exec")  # the copyable snippet is valid Python
+
+
+def test_weight_text_offline_download(monkeypatch):
+    monkeypatch.setattr(zoo, "is_offline", lambda: True)
+    info = {"weights": "downloads on first use", "checkpoint_size_mb": 345.6}
+    assert zoo.weight_text(info) == "unavailable offline (346 MB download)"
+    monkeypatch.setattr(zoo, "is_offline", lambda: False)
+    assert zoo.weight_text(info) == "downloads on first use (346 MB)"
+
+
+# --------------------------------------------------------------------------- inference
+def test_analyse_real_recordings_and_a_broken_file(great_tits, storm_petrels, broken_wav):
+    seen = []
+    result = inference.analyse(
+        [str(great_tits[0].path), str(broken_wav), str(storm_petrels[0])], MODEL, top_k=3,
+        progress=lambda fraction, message: seen.append(fraction),
+    )
+    assert list(result.files) == [great_tits[0].path.name, storm_petrels[0].name]
+    assert len(result.errors) == 1 and "broken_recording.wav" in result.errors[0]
+    assert "broken_recording.wav" in result.message and "could not be analysed" in result.message
+    tit = result.files[great_tits[0].path.name]
+    assert tit.species.iloc[0]["scientific name"] == "Parus major"
+    assert tit.species.iloc[0]["common name"] == "Great Tit"
+    assert len(tit.species) == 3
+    petrel = result.files[storm_petrels[0].name]
+    assert petrel.species.iloc[0]["scientific name"] == "Hydrobates pelagicus"
+    assert petrel.species.iloc[0]["max score"] > 0.9
+    assert petrel.timeline_starts == [0.0, 3.0, 6.0, 9.0, 12.0]  # 14-s file, 3-s windows
+    assert len(petrel.timeline_labels) == inference.TIMELINE_SPECIES
+    assert np.asarray(petrel.timeline_scores).shape == (inference.TIMELINE_SPECIES, 5)
+    assert seen and max(seen) == pytest.approx(1.0)
+    assert list(result.summary["top species"]) == ["Parus major", "Hydrobates pelagicus"]
+
+    names = [Path(p).name for p in result.downloads]
+    assert names[0] == "predictions.csv" and names[-1] == "embeddings.npz"
+    predictions = pd.read_csv(result.downloads[0])
+    assert list(predictions.columns) == ["file", "start_s", "end_s", "rank", "scientific_name", "common_name", "score"]
+    assert len(predictions) == (1 + 5) * 3  # windows x top-k
+    raven = Path(result.downloads[names.index(f"{storm_petrels[0].stem}.selections.txt")]).read_text()
+    header = raven.splitlines()[0].split("\t")
+    assert header[:5] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)"]
+    assert "Hydrobates pelagicus" in raven
+    npz = np.load(result.downloads[-1])
+    assert npz["embeddings"].shape == (6, 1024) and npz["embeddings"].dtype == np.float32
+    assert list(npz["files"]).count(storm_petrels[0].name) == 5
+    assert npz["end_s"][0] == pytest.approx(npz["start_s"][0] + 2.48, abs=0.6)
+
+    image = Image.open(tit.spectrogram)
+    assert image.width >= 600 and image.height >= 300
+    assert tit.audio == str(great_tits[0].path) and tit.audio_caption == "Original recording"
+
+
+def test_ultrasonic_recording_gets_spectrogram_and_time_expanded_audio(vocalpy_dir):
+    bat_like = vocalpy_dir / "BM003.wav"  # mouse ultrasonic vocalisation at 300 kHz
+    result = inference.analyse([str(bat_like)], MODEL, top_k=2)
+    view = result.files["BM003.wav"]
+    assert Image.open(view.spectrogram).height >= 300
+    assert "slowed 10x" in view.audio_caption
+    assert sf.info(view.audio).samplerate == 30000
+    assert sf.info(view.audio).duration == pytest.approx(0.4 * 10, rel=0.01)
+
+
+def test_spectrogram_keeps_the_ultrasonic_band(vocalpy_dir):
+    from ui.spectrogram import read_preview, spectrogram_db
+
+    audio, sr = read_preview(vocalpy_dir / "BM003.wav")
+    assert sr == 300000
+
+    db, hop_s = spectrogram_db(audio, sr)
+    freqs = np.linspace(0, sr / 2, db.shape[0])
+    # the calls sit around 60-90 kHz: their loudest bins stand well above anything at 10-20 kHz
+    assert np.percentile(db[(freqs > 60e3) & (freqs < 90e3)], 99.5) > db[(freqs > 10e3) & (freqs < 20e3)].max() + 6
+
+
+def test_analyse_example_and_input_errors():
+    result = inference.analyse(None, MODEL, top_k=1, example="great_tit_SW83.wav")
+    assert result.files["great_tit_SW83.wav"].species.iloc[0]["scientific name"] == "Parus major"
+    with pytest.raises(UserFacingError, match="add one or more recordings"):
+        inference.analyse([], MODEL)
+    with pytest.raises(UserFacingError, match="unknown example"):
+        inference.analyse(None, MODEL, example="nope.wav")
+    with pytest.raises(UserFacingError, match="top-k"):
+        inference.analyse(None, MODEL, top_k=0, example="great_tit_SW83.wav")
+    with pytest.raises(UserFacingError, match="could not be loaded"):
+        inference.analyse(None, "no_such_model", example="great_tit_SW83.wav")
+
+
+def test_only_broken_files_reports_each(tmp_path, broken_wav):
+    empty = tmp_path / "empty.flac"
+    empty.write_bytes(b"")
+    result = inference.analyse([str(broken_wav), str(empty)], MODEL)
+    assert result.files == {} and result.downloads == []
+    assert len(result.errors) == 2
+    assert "broken_recording.wav" in result.errors[0] and "empty.flac" in result.errors[1]
+
+
+def test_file_size_limit_is_enforced(great_tits):
+    common.configure(max_file_size_mb=0.01)
+    result = inference.analyse([str(great_tits[0].path)], MODEL)
+    assert "above this server's limit" in result.errors[0]
+
+
+# --------------------------------------------------------------------------- embedding map
+def _write_zip(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(zipfile.ZipInfo(name), data)
+    return path
+
+
+def test_map_from_files_and_labels_csv(great_tits, tmp_path):
+    chosen = [r for r in great_tits if r.label == "B32"][:3] + [r for r in great_tits if r.label == "SW83"][:3]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + "".join(f"{r.path.name},bird {r.label}\n" for r in chosen))
+    result = embedding_map.build_map([str(r.path) for r in chosen], labels_csv=str(labels), model_name=MODEL,
+                                     method="PCA")
+    assert len(result.points) == 6 and not result.errors
+    assert sorted(result.points["label"].unique()) == ["bird B32", "bird SW83"]
+    assert np.isfinite(result.points[["x", "y"]].to_numpy()).all()
+    # one scatter point per file, hover names the file
+    assert sum(len(trace.x) for trace in result.figure.data) == 6
+    assert "customdata[0]" in result.figure.data[0].hovertemplate
+    coords = pd.read_csv(result.downloads[0])
+    assert list(coords.columns) == ["file", "label", "x", "y"] and len(coords) == 6
+    npz = np.load(result.downloads[1])
+    assert npz["embeddings"].shape == (6, 1024) and npz["coordinates"].shape == (6, 2)
+    # the two birds separate along the first principal component
+    x = result.points.set_index("label")["x"]
+    assert abs(x["bird B32"].mean() - x["bird SW83"].mean()) > 0.5 * result.points["x"].std()
+
+
+def test_map_from_zip_labels_from_folders_with_umap_and_a_bad_file(great_tits, tmp_path):
+    entries = {f"{r.label}/{r.path.name}": r.path.read_bytes() for r in great_tits[:3] + great_tits[-3:]}
+    entries["SW83/broken.wav"] = b"not audio at all"
+    entries["readme.txt"] = b"ignored: not audio"
+    archive = _write_zip(tmp_path / "songs.zip", entries)
+    result = embedding_map.build_map(zip_file=str(archive), model_name=MODEL, method="UMAP", n_neighbors=4)
+    assert len(result.points) == 6
+    assert set(result.points["label"]) == {"B32", "SW83"}
+    assert len(result.errors) == 1 and "broken.wav" in result.errors[0]
+    assert "left out" in result.message
+
+
+@pytest.mark.parametrize("bad_name, reason", [("../evil.wav", "contains '..'"), ("/etc/evil.wav", "absolute path"),
+                                              ("ok/../../evil.wav", "contains '..'"), ("C:\\evil.wav", "absolute")])
+def test_zip_with_unsafe_paths_is_refused(tmp_path, bad_name, reason):
+    archive = _write_zip(tmp_path / "bad.zip", {"a/fine.wav": b"x", bad_name: b"x"})
+    with pytest.raises(UserFacingError, match=reason):
+        embedding_map.extract_zip(archive, tmp_path)
+    assert not (tmp_path.parent / "evil.wav").exists()
+
+
+def test_zip_limits_file_count_and_uncompressed_size(tmp_path, great_tits):
+    common.configure(max_files=2)
+    archive = _write_zip(tmp_path / "many.zip", {f"a/{i}.wav": b"x" for i in range(3)})
+    with pytest.raises(UserFacingError, match="at most 2"):
+        embedding_map.extract_zip(archive, tmp_path)
+    common.configure(max_files=500, max_total_mb=1.0)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/zeros.wav", b"\0" * 3_000_000)  # 3 MB unpacked, a few kB packed
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(UserFacingError, match="unpacks to 3 MB"):
+        embedding_map.extract_zip(bomb, tmp_path)
+    assert not any(tmp_path.glob("*zeros.wav"))
+
+
+def test_zip_that_is_not_a_zip(tmp_path):
+    fake = tmp_path / "fake.zip"
+    fake.write_text("hello")
+    with pytest.raises(UserFacingError, match="not a readable zip"):
+        embedding_map.extract_zip(fake, tmp_path)
+
+
+def test_labels_csv_without_header_and_errors(tmp_path):
+    good = tmp_path / "l.csv"
+    good.write_text("dir/a.wav,x\nb.wav,y\n")
+    assert embedding_map.read_labels_csv(good) == {"a.wav": "x", "b.wav": "y"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("just one column\n")
+    with pytest.raises(UserFacingError, match="no 'file,label' rows"):
+        embedding_map.read_labels_csv(bad)
+
+
+def test_map_needs_input_and_two_recordings(great_tits):
+    with pytest.raises(UserFacingError, match="add recordings"):
+        embedding_map.build_map(model_name=MODEL)
+    with pytest.raises(UserFacingError, match="at least 2"):
+        embedding_map.build_map([str(great_tits[0].path)], model_name=MODEL, method="PCA")
+
+
+def test_example_set_is_labelled():
+    items = embedding_map.example_set()
+    labels = {i.label for i in items}
+    assert {"Great Tit B32", "Great Tit SW83", "Storm-Petrel", "Zebra Finch"} <= labels
+    assert len(items) == 26 and all(i.path.exists() for i in items)
+
+
+# --------------------------------------------------------------------------- leaderboard
+def _frame() -> pd.DataFrame:
+    rows = [
+        ("BEATs (SFT)", "BEATs", "BEANS", "watkins", "classification", "accuracy", "linear", 0.81, "published", 90e6),
+        ("BEATs (SFT)", "BEATs", "BEANS", "cbi", "classification", "accuracy", "linear", 0.61, "published", 90e6),
+        ("EfficientNet-B0", "EfficientNet", "BEANS", "watkins", "classification", "accuracy", "linear", 0.72,
+         "published", 5.3e6),
+        ("EfficientNet-B0", "EfficientNet", "BirdSet", "HSN", "detection", "cmAP", "linear", 0.35, "published", 5.3e6),
+        ("birdnet_v2_4", "BirdNET", "rl_core bundled", "great tits", "individual ID", "accuracy", "knn", 0.9, "local",
+         float("nan")),
+    ]
+    df = pd.DataFrame(rows, columns=["model", "family", "benchmark", "dataset", "task", "metric", "probe", "value",
+                                     "kind", "parameters"])
+    df["source"] = ["Paper A, Table 2"] * 4 + ["rl_core benchmark runner"]
+    df["source_link"] = ["https://example.org/a"] * 4 + [""]
+    df["source_row"] = [3, 4, 5, 9, -1]
+    df["random_weights"] = False
+    df["date"] = "2026-11-25"
+    df["notes"] = ["", "", "", "", "5-fold knn on pooled embeddings"]
+    return df[leaderboard.SCHEMA]
+
+
+def test_leaderboard_filters_search_and_numeric_sort():
+    df = _frame()
+    assert len(leaderboard.filter_rows(df)) == 5
+    assert len(leaderboard.filter_rows(df, benchmark=["BEANS"])) == 3
+    assert len(leaderboard.filter_rows(df, benchmark=["BEANS"], dataset=["watkins"])) == 2
+    assert list(leaderboard.filter_rows(df, family=["BirdNET"])["model"]) == ["birdnet_v2_4"]
+    assert len(leaderboard.filter_rows(df, kind=["local"], metric=["accuracy"])) == 1
+    assert len(leaderboard.filter_rows(df, search="effICIENT")) == 2
+    assert leaderboard.filter_rows(df, search="nothing like this").empty
+    view = leaderboard.table_view(df, ["model", "value", "parameters"])
+    assert list(view.columns) == ["model", "value", "parameters (M)"]
+    assert list(view["value"]) == sorted(df["value"], reverse=True)
+    assert view["value"].dtype.kind == "f" and view["parameters (M)"].iloc[0] is not None
+
+
+def test_leaderboard_plots_and_sources(tmp_path):
+    df = _frame()
+    bar = leaderboard.bar_figure(df, "accuracy")
+    bar_models = {m for trace in bar.data for m in trace.y}
+    assert bar_models == {"BEATs (SFT)", "EfficientNet-B0", "birdnet_v2_4"}
+    means = leaderboard.per_model(df, "accuracy").set_index("model")["value"]
+    assert means["BEATs (SFT)"] == pytest.approx(0.71)
+    scatter = leaderboard.scatter_figure(df, "accuracy")
+    assert sorted(x for trace in scatter.data for x in trace.x) == [5.3e6, 90e6]  # BirdNET: no count, left out
+    note = leaderboard.sources_markdown(df)
+    assert "[Paper A, Table 2](https://example.org/a)" in note and "5-fold knn" in note
+    path = leaderboard.export_csv(leaderboard.filter_rows(df, benchmark=["BirdSet"]))
+    assert pd.read_csv(path)["value"].tolist() == [0.35]
+
+
+def test_leaderboard_update_returns_every_output():
+    board = leaderboard.Leaderboard.__new__(leaderboard.Leaderboard)
+    board.df, board.message, board.data_dir = _frame(), "", None
+    table, count, bar, scatter, sources, csv_path = board.update(
+        ["BEANS"], [], [], [], [], [], [], "", leaderboard.DEFAULT_COLUMNS, "accuracy")
+    assert len(table) == 3 and count.startswith("**3** of 5 results")
+    assert Path(csv_path).exists()
+
+
+def test_leaderboard_real_data_loads():
+    pytest.importorskip("rl_core.leaderboard", reason="the eval branch's loader is not merged yet")
+    df, message = leaderboard.load_data()
+    assert message == ""
+    assert set(leaderboard.SCHEMA) <= set(df.columns)
+    assert len(df) > 100 and df["value"].between(0, 1).all()
+    assert set(df["kind"]) <= {"published", "local"}
+    beans = leaderboard.filter_rows(df, benchmark=["BEANS"])
+    assert 0 < len(beans) < len(df)
+
+
+# --------------------------------------------------------------------------- common
+def test_model_choices_put_birdnet_first_and_default():
+    choices = common.model_choices()
+    assert choices[0][1] == MODEL and "ready" in choices[0][0]
+    assert common.default_model() == MODEL
+    assert common.model_concurrency_id() == f"model-{common.SETTINGS.device}"
+
+
+def test_configure_rejects_unknown_settings():
+    with pytest.raises(TypeError, match="unknown setting"):
+        common.configure(max_filez=3)
+
+
+def test_example_assets_have_licences():
+    text = (REPO / "assets" / "LICENSES.md").read_text()
+    files = common.example_recordings()
+    assert len(files) >= 4
+    assert sum(p.stat().st_size for p in files) < 5e6
+    for path in files:
+        assert path.name in text
