@@ -225,19 +225,21 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
     )
     with gr.Row():
         filters = {
-            name: gr.Dropdown(choices(df, name), multiselect=True, label=name.capitalize(), elem_id=f"lb-{name}")
+            name: gr.Dropdown(choices(df, name), multiselect=True, label=name.capitalize(), elem_id=f"lb-{name}",
+                                allow_custom_value=True)
             for name in FILTERS[:4]
         }
     with gr.Row():
         filters.update({
-            name: gr.Dropdown(choices(df, name), multiselect=True, label=name.capitalize(), elem_id=f"lb-{name}")
+            name: gr.Dropdown(choices(df, name), multiselect=True, label=name.capitalize(), elem_id=f"lb-{name}",
+                                allow_custom_value=True)
             for name in FILTERS[4:]
         })
         search = gr.Textbox(label="Search", placeholder="model, dataset, source ...", elem_id="lb-search")
     with gr.Row():
         columns = gr.CheckboxGroup(SCHEMA, value=DEFAULT_COLUMNS, label="Columns", scale=4)
         plot_metric_dd = gr.Dropdown(choices(df, "metric"), value=plot_metric(df, "accuracy"),
-                                     label="Metric to plot", scale=1)
+                                     label="Metric to plot", scale=1, allow_custom_value=True)
         reload_btn = gr.Button("Reload data", scale=0)
     count = gr.Markdown(elem_id="lb-count")
     table = gr.Dataframe(interactive=False, label="Results", elem_id="lb-table", max_height=480, wrap=True,
