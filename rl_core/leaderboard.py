@@ -46,7 +46,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "task": ("str", "classification, detection, multi-label classification, individual identification, ..."),
     "metric": ("str", "accuracy, balanced accuracy, macro F1, mAP, cmAP, AUROC, T1-Acc, R-AUC, P@1, NMI, ARI"),
     "probe": ("str", "linear, attentive, fine-tuned, mlp, none (retrieval/clustering), not stated"),
-    "value": ("float64", "the number, on a 0-1 scale"),
+    "value": ("float64", "the number, on a 0-1 scale (ARI: -1 to 1)"),
     "kind": ("str", "published or local"),
     "source": ("str", "citation text (published) or how the number was computed (local)"),
     "source_link": ("str", "URL of the source, or empty"),
@@ -66,6 +66,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
 }
 COLUMNS = list(SCHEMA)
 KINDS = ("published", "local")
+SIGNED_METRICS = ("ARI",)
 _REQUIRED_NONEMPTY = ("model", "family", "benchmark", "dataset", "task", "metric", "probe", "kind", "source")
 
 
@@ -122,10 +123,12 @@ def validate(df: pd.DataFrame, where: str = "leaderboard") -> pd.DataFrame:
     if bad_kind.any():
         row = int(np.flatnonzero(bad_kind.to_numpy())[0])
         raise LeaderboardError(f"{where}: row {row}: kind must be one of {KINDS}, got {out['kind'].iloc[row]!r}")
-    out_of_range = out["value"].isna() | (out["value"] < 0) | (out["value"] > 1)
+    # values are on a 0-1 scale; ARI alone can be negative (worse than chance), down to -1
+    lower = np.where(out["metric"].isin(SIGNED_METRICS), -1.0, 0.0)
+    out_of_range = out["value"].isna() | (out["value"] < lower) | (out["value"] > 1)
     if out_of_range.any():
         row = int(np.flatnonzero(out_of_range.to_numpy())[0])
-        raise LeaderboardError(f"{where}: row {row}: value must be in [0, 1], got {out['value'].iloc[row]!r} "
+        raise LeaderboardError(f"{where}: row {row}: value must be in [0, 1] ([-1, 1] for ARI), got {out['value'].iloc[row]!r} "
                                f"({out['model'].iloc[row]}, {out['dataset'].iloc[row]}, {out['metric'].iloc[row]})")
     return out.reset_index(drop=True)
 
