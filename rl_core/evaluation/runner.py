@@ -327,7 +327,6 @@ def run_and_record(
     model_names: list[str], benchmarks: list[str | BenchmarkSpec], probe_config: ProbeConfig | None = None,
     training: TrainingConfig | None = None, seeds: list[int] | None = None, cache_dir: str | Path | None = None,
     leaderboard_dir: str | Path | None = None, write: bool = True, progress: bool = True,
-    benchmark_label: str = "rl_core bundled",
 ) -> tuple[list[BenchmarkResult], list[dict[str, Any]]]:
     """Run every (model, benchmark, seed) and append all rows to the leaderboard in one atomic write at the end."""
     from rl_core.cache import get_model
@@ -344,7 +343,8 @@ def run_and_record(
                 training_seeded = (training or TrainingConfig()).model_copy(update={"seed": seed})
                 result = run_benchmark(name, spec, probe_config, training_seeded, seed, cache_dir, model, progress)
                 results.append(result)
-                rows += result_rows(result, benchmark_label)
+                label = "rl_core bundled" if spec.name in BUNDLED_BENCHMARKS else "custom"
+                rows += result_rows(result, label)
                 log.info("%s on %s (seed %d): %s", name, spec.name, seed,
                          ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items()))
     if write and rows:
