@@ -75,10 +75,14 @@ def _check_path(path: str | Path) -> Path:
 
 def _decode_with_librosa(path: Path) -> tuple[np.ndarray, int]:
     """Fallback decoder (audioread/ffmpeg): whole file, mono float32."""
+    import warnings
+
     import librosa
 
     try:
-        data, sr = librosa.load(str(path), sr=None, mono=True, dtype=np.float32)
+        with warnings.catch_warnings():  # librosa warns that it falls back to audioread: that is the intent
+            warnings.simplefilter("ignore")
+            data, sr = librosa.load(str(path), sr=None, mono=True, dtype=np.float32)
     except Exception as err:  # audioread raises a zoo of backend-specific errors
         raise _bad_file(path, f"{type(err).__name__}: {err}") from None
     return data, int(sr)
