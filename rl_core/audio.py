@@ -24,6 +24,7 @@ from rl_core.errors import (
     AudioFileNotFoundError,
     EmptyAudioError,
     InvalidAudioValuesError,
+    TruncatedAudioError,
     UnsupportedAudioFormatError,
 )
 
@@ -74,13 +75,45 @@ def _check_path(path: str | Path) -> Path:
 
 def _decode_with_librosa(path: Path) -> tuple[np.ndarray, int]:
     """Fallback decoder (audioread/ffmpeg): whole file, mono float32."""
+    import warnings
+
     import librosa
 
     try:
-        data, sr = librosa.load(str(path), sr=None, mono=True, dtype=np.float32)
+        with warnings.catch_warnings():  # librosa warns that it falls back to audioread: that is the intent
+            warnings.simplefilter("ignore")
+            data, sr = librosa.load(str(path), sr=None, mono=True, dtype=np.float32)
     except Exception as err:  # audioread raises a zoo of backend-specific errors
         raise _bad_file(path, f"{type(err).__name__}: {err}") from None
     return data, int(sr)
+
+
+def _check_wav_complete(path: Path, info: AudioInfo) -> None:
+    """Refuse a RIFF/WAV whose data chunk is shorter than its header declares (libsndfile would silently clamp)."""
+    if path.suffix.lower() not in {".wav", ".wave"}:
+        return
+    with open(path, "rb") as fh:
+        header = fh.read(1 << 16)
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(header):
+        chunk_id, size = header[pos:pos + 4], int.from_bytes(header[pos + 4:pos + 8], "little")
+        if chunk_id == b"data":
+            if size in (0, 0xFFFFFFFF):
+                return  # streaming writers leave the size unset; nothing to compare against
+            present = path.stat().st_size - (pos + 8)
+            if present < size:
+                # libsndfile clamps `frames` to what is present, so present bytes / frames is the frame size
+                frame_bytes = present / info.frames if info.frames else 1
+                declared_s = size / frame_bytes / info.sample_rate
+                raise TruncatedAudioError(
+                    f"{path.name}: the file is truncated: its header declares {declared_s:.1f} s of audio but only "
+                    f"{info.duration_s:.1f} s are present (copy interrupted or recorder lost power?). To use the part "
+                    f"that is there, rewrite the file, e.g. `ffmpeg -i {path.name} fixed.wav`, or copy it again."
+                )
+            return
+        pos += 8 + size + (size & 1)
 
 
 def audio_info(path: str | Path) -> AudioInfo:
@@ -91,7 +124,9 @@ def audio_info(path: str | Path) -> AudioInfo:
             info = sf.info(str(path))
             if info.frames <= 0:
                 raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
-            return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.format)
+            result = AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.format)
+            _check_wav_complete(path, result)
+            return result
         except sf.LibsndfileError as err:
             log.debug("soundfile cannot read %s (%s); trying audioread", path, err)
             if path.suffix.lower() in {".wav", ".wave", ".flac", ".aif", ".aiff"}:
@@ -115,7 +150,7 @@ def _check_finite(block: np.ndarray, path: Path) -> None:
 
 def _iter_native_blocks(path: Path, info: AudioInfo, block_frames: int, context: int) -> Iterator[tuple[np.ndarray, int, int]]:
     """Yield (mono float32 block with context, left context used, right context used) at the native rate."""
-    if path.suffix.lower() in _FFMPEG_ONLY or info.format not in sf.available_formats() and info.channels == 1 and _needs_fallback(path):
+    if path.suffix.lower() in _FFMPEG_ONLY or _needs_fallback(path):
         data, _ = _decode_with_librosa(path)
         for start in range(0, data.shape[0], block_frames):
             lo = max(0, start - context)

@@ -127,7 +127,7 @@ def run_file(
         duration_s=duration,
         sample_rate=info.sample_rate,
         starts=starts_arr,
-        ends=np.minimum(starts_arr + window_s, max(duration, window_s)),
+        ends=np.minimum(starts_arr + window_s, duration) if duration > 0 else starts_arr + window_s,
         scores=np.concatenate(scores) if scores else None,
         embeddings=np.concatenate(embeddings) if embeddings else None,
         labels=labels,

@@ -89,6 +89,7 @@ class BirdNET(ModelBase):
         pretrained: bool = False,
         model_dir: str | None = None,
         num_threads: int | None = None,
+        batch_size: int = 1,
     ) -> None:
         if num_classes not in (None, NUM_CLASSES):
             raise ConfigError(
@@ -115,8 +116,15 @@ class BirdNET(ModelBase):
         self._interpreter = Interpreter(
             model_content=_model_with_embedding_output(self.model_path), num_threads=num_threads or torch.get_num_threads()
         )
-        self._interpreter.allocate_tensors()
         self._input_index = self._interpreter.get_input_details()[0]["index"]
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        # Batch 1 is fastest with XNNPACK on a small CPU (DESIGN.md); larger batches are offered for benchmarking.
+        self.batch_size = batch_size
+        self.preferred_batch_size = batch_size
+        if batch_size != 1:
+            self._interpreter.resize_tensor_input(self._input_index, [batch_size, self.min_input_samples])
+        self._interpreter.allocate_tensors()
         outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
         self._logits_index = outputs["Identity"]
         self._embedding_index = outputs[EMBEDDING_TENSOR.decode()]
@@ -160,12 +168,17 @@ class BirdNET(ModelBase):
             batch = batch[:, :win] if batch.shape[1] > win else np.pad(batch, ((0, 0), (0, win - batch.shape[1])))
         logits = np.empty((batch.shape[0], NUM_CLASSES), np.float32)
         embeddings = np.empty((batch.shape[0], EMBEDDING_DIM), np.float32)
+        step = self.batch_size
         with self._invoke_lock:
-            for i, clip in enumerate(batch):
-                self._interpreter.set_tensor(self._input_index, clip[None])
+            for i in range(0, batch.shape[0], step):
+                chunk = batch[i : i + step]
+                n = chunk.shape[0]
+                if n < step:  # the interpreter's batch is fixed: pad the last chunk
+                    chunk = np.pad(chunk, ((0, step - n), (0, 0)))
+                self._interpreter.set_tensor(self._input_index, np.ascontiguousarray(chunk))
                 self._interpreter.invoke()
-                logits[i] = self._interpreter.get_tensor(self._logits_index)[0]
-                embeddings[i] = self._interpreter.get_tensor(self._embedding_index)[0]
+                logits[i : i + n] = self._interpreter.get_tensor(self._logits_index)[:n]
+                embeddings[i : i + n] = self._interpreter.get_tensor(self._embedding_index)[:n]
         return logits, embeddings
 
     def forward_features(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
