@@ -109,11 +109,11 @@ def build() -> None:
         table, datatype=DATATYPES, interactive=False, label="Models", elem_id="zoo-table",
         show_search="none", pinned_columns=1, max_height=520, wrap=True,
     )
-    first = str(table.iloc[0]["Model"]) if len(table) else None
-    card_md, snippet = model_card(first) if first else ("No models are registered.", "")
+    hint = "*Select a model in the table to see its description and how to use it.*" if len(table) else \
+        "No models are registered."
     with gr.Row():
-        card = gr.Markdown(card_md, elem_id="zoo-card")
-        code = gr.Code(snippet, language="python", label="Use it from Python", interactive=False)
+        card = gr.Markdown(hint, elem_id="zoo-card")
+        code = gr.Code("", language="python", label="Use it from Python", interactive=False)
     search.change(zoo_table, [search, family], df, api_name="zoo_table", queue=False)
     family.change(zoo_table, [search, family], df, api_visibility="private", queue=False)
     df.select(on_select, df, [card, code], api_visibility="private", queue=False)

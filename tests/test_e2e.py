@@ -1,0 +1,152 @@
+"""End to end in headless Chromium (Playwright): what a user does in each tab, with screenshots for the docs.
+
+Needs Debian's chromium at /usr/bin/chromium (installed by .ci/run); skipped with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from app_runner import REPO, RunningApp
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = REPO / "docs" / "screenshots"
+
+if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+    pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; .ci/run does this)",
+                allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    running = RunningApp("--preload", "birdnet_v2_4", log_path=tmp_path_factory.mktemp("e2e") / "app.log")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(app, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app.url)
+    page.wait_for_selector("#inf-run")
+    yield page
+    context.close()
+
+
+def upload(page, selector: str, paths: list[Path]) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.locator(selector).click()
+    chooser.value.set_files([str(p) for p in paths])
+    for p in paths:  # the upload box lists each file (stem and extension in two spans) once it is uploaded
+        page.locator(f'{selector} td.filename[aria-label="{p.name}"]').wait_for()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_inference_shows_great_tit(page, great_tits, storm_petrels):
+    upload(page, "#inf-files", [great_tits[0].path, storm_petrels[0]])
+    page.click("#inf-run")
+    species = page.locator("#inf-species")
+    species.get_by_text("Parus major").wait_for(timeout=120_000)
+    assert species.get_by_text("Great Tit", exact=True).count() >= 1
+    summary = page.locator("#inf-summary")
+    assert summary.get_by_text("Hydrobates pelagicus").count() >= 1
+    for name in ("predictions.csv", f"{storm_petrels[0].stem}.selections.txt", "embeddings.npz"):
+        page.locator(f'#inf-downloads td.filename[aria-label="{name}"]').wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    shot(page, "inference")
+
+
+def test_broken_file_shows_a_message_naming_it(page, great_tits, tmp_path):
+    broken = tmp_path / "broken_upload.wav"
+    broken.write_bytes(b"RIFF0000WAVE this file is not audio")
+    upload(page, "#inf-files", [broken, great_tits[1].path])
+    page.click("#inf-run")
+    status = page.locator("#inf-status")
+    status.get_by_text("could not be analysed").wait_for(timeout=120_000)
+    assert "broken_upload.wav" in status.inner_text()
+    # the good file was still analysed
+    page.locator("#inf-species").get_by_text("Parus major").wait_for()
+
+
+def test_embedding_map_has_one_point_per_file(page):
+    open_tab(page, "Embedding map")
+    page.locator("#map-examples").get_by_role("checkbox").check()
+    page.click("#map-run")
+    page.locator("#map-status").get_by_text("Mapped").wait_for(timeout=300_000)
+    text = page.locator("#map-status").inner_text()
+    n = int(re.search(r"Mapped (\d+) recordings", text).group(1))
+    assert n == 26
+    points = page.locator("#map-plot .scatterlayer .point")
+    points.first.wait_for()
+    assert points.count() == n
+    legend = page.locator("#map-plot .legendtext").all_text_contents()
+    assert {"Great Tit B32", "Great Tit SW83", "Storm-Petrel", "Zebra Finch"} <= set(legend)
+    shot(page, "embedding_map")
+
+
+def count_rows(page) -> int:
+    text = page.locator("#lb-count").inner_text()
+    return int(re.match(r"(\d+) of", text).group(1))
+
+
+def test_leaderboard_filter_changes_rows(page):
+    open_tab(page, "Leaderboard")
+    page.locator("#lb-count").get_by_text("results").wait_for()
+    before = count_rows(page)
+    assert before > 100
+    dropdown = page.locator("#lb-benchmark input")
+    dropdown.click()
+    dropdown.fill("BEANS")
+    page.get_by_role("option", name="BEANS", exact=True).click()
+    page.keyboard.press("Escape")
+    page.wait_for_function(
+        f"() => !document.querySelector('#lb-count').innerText.startsWith('{before} of')", timeout=30_000)
+    after = count_rows(page)
+    assert 0 < after < before
+    shot(page, "leaderboard")
+
+
+def test_zoo_row_shows_card(page):
+    open_tab(page, "Model zoo")
+    table = page.locator("#zoo-table")
+    search = page.get_by_label("Search", exact=True).last
+    search.fill("no-such-model-xyz")
+    cell = table.locator('[role="gridcell"]').filter(has_text="birdnet_v2_4")
+    cell.first.wait_for(state="detached")
+    search.fill("birdnet")
+    cell.first.click()
+    page.locator("#zoo-card").get_by_text("6522 classes").wait_for()
+    sync_api.expect(page.locator("#zoo-card")).to_contain_text("CC BY-NC-SA 4.0")
+    shot(page, "model_zoo")
