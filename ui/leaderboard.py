@@ -141,6 +141,7 @@ def bar_figure(rows: pd.DataFrame, metric: str | None = None) -> go.Figure:
         data.iloc[::-1], x="value", y="model", color="family", orientation="h", hover_data=["n", "kind"],
         title=f"{metric} per model{averaged}", template="plotly_white",
     )
+    fig.update_yaxes(categoryorder="total ascending")  # best model on top, whatever its family
     fig.update_layout(height=max(320, 22 * len(data) + 120), xaxis_title=metric, yaxis_title="",
                       legend_title="family", margin=dict(l=10, r=10, t=50, b=40))
     return fig
@@ -247,9 +248,8 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
     with gr.Row():
         bar = gr.Plot(label="Metric per model")
         scatter = gr.Plot(label="Score against parameter count")
-    with gr.Row():
-        sources = gr.Markdown()
-        download = gr.File(label="Download the selected rows (CSV)", interactive=False)
+    download = gr.File(label="Download the selected rows (CSV)", interactive=False, elem_id="lb-download")
+    sources = gr.Markdown(elem_id="lb-sources")
     gr.Markdown(HOW_TO_ADD)
 
     inputs = [*(filters[n] for n in FILTERS), search, columns, plot_metric_dd]

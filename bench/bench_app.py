@@ -1,0 +1,163 @@
+"""Web-app performance: start-up to first page load, warm BirdNET latency through gradio_client, concurrency.
+
+Run from the repository root:  python bench/bench_app.py [--repeats 10] [--clients 8] [--requests 5]
+Prints one line per figure; targets (issue 5): start-up <= 10 s, warm 10-s clip median <= 1.5 s,
+8 clients x 5 requests all succeed and the server's memory returns to its level after the first request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from app_runner import RunningApp  # noqa: E402  (tests/app_runner.py: subprocess + free port)
+
+MODEL = "birdnet_v2_4"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ten_second_clip(folder: Path) -> Path:
+    """The first 10 s of a real recording (xeno-canto storm-petrel, 44.1 kHz)."""
+    from rl_core.datasets_bundled import storm_petrel_recordings
+
+    audio, sr = sf.read(storm_petrel_recordings()[1], frames=10 * 44100, always_2d=True)
+    path = folder / "clip_10s.wav"
+    sf.write(path, audio.mean(axis=1), sr, subtype="PCM_16")
+    return path
+
+
+def startup_to_page(log_dir: Path) -> tuple[float, float, str]:
+    """Seconds from `python app.py` to (HTTP 200 on /, page rendered in Chromium); the second is NaN without it."""
+    browser = pw = None
+    if Path(CHROMIUM).exists():
+        from playwright.sync_api import sync_playwright
+
+        pw = sync_playwright().start()
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                                      "--disable-background-networking"])
+    t0 = time.perf_counter()
+    app = RunningApp(log_path=log_dir / "startup.log")
+    try:
+        app.wait_ready(timeout=120)
+        http_s = time.perf_counter() - t0
+        page_s = float("nan")
+        if browser is not None:
+            page = browser.new_page()
+            page.goto(app.url)
+            page.wait_for_selector("#inf-run", timeout=60_000)
+            page_s = time.perf_counter() - t0
+        return http_s, page_s, app.url
+    finally:
+        app.stop()
+        if browser is not None:
+            browser.close()
+            pw.stop()
+
+
+def server_rss_mb(proc: psutil.Process) -> float:
+    procs = [proc, *proc.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--startups", type=int, default=3)
+    args = parser.parse_args()
+    from gradio_client import Client, handle_file
+
+    work = Path(tempfile.mkdtemp(prefix="bench_app_"))
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+
+    starts = [startup_to_page(work) for _ in range(args.startups)]
+    http = statistics.median(s[0] for s in starts)
+    page = statistics.median(s[1] for s in starts)
+    print(f"startup: python app.py -> HTTP 200 median {http:.2f} s; -> page rendered in Chromium median "
+          f"{page:.2f} s (runs: {', '.join(f'{s[1]:.1f}' for s in starts)}; target <= 10 s)")
+
+    clip = ten_second_clip(work)
+    app = RunningApp("--preload", MODEL, "--no-warmup", log_path=work / "app.log")
+    try:
+        app.wait_ready()
+        server = psutil.Process(app.proc.pid)
+        client = Client(app.url, verbose=False)
+
+        def one_request(c: Client) -> float:
+            t = time.perf_counter()
+            status, summary, *_ = c.predict([handle_file(str(clip))], "", MODEL, 5, api_name="/predict")
+            if "Analysed 1 file" not in status or summary["data"][0][3] != "Hydrobates pelagicus":
+                raise RuntimeError(f"unexpected answer: {status} {summary}")
+            return time.perf_counter() - t
+
+        one_request(client)  # first request: warms BirdNET, resampler, plotly
+        rss_after_first = server_rss_mb(server)
+        latencies = [one_request(client) for _ in range(args.repeats)]
+        print(f"warm 10-s clip via gradio_client ({MODEL}): median {statistics.median(latencies):.3f} s, "
+              f"min {min(latencies):.3f}, max {max(latencies):.3f} over {args.repeats} (target median <= 1.5 s)")
+
+        results: list[float | BaseException] = []
+        lock = threading.Lock()
+
+        def client_loop() -> None:
+            c = Client(app.url, verbose=False)
+            for _ in range(args.requests):
+                try:
+                    value: float | BaseException = one_request(c)
+                except BaseException as exc:  # noqa: BLE001 - counted as a failure
+                    value = exc
+                with lock:
+                    results.append(value)
+
+        peak = [rss_after_first]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], server_rss_mb(server))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=client_loop) for _ in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        ok = [r for r in results if isinstance(r, float)]
+        failed = [r for r in results if not isinstance(r, float)]
+        time.sleep(5)
+        rss_after = server_rss_mb(server)
+        print(f"concurrency: {args.clients} clients x {args.requests} requests: {len(ok)} succeeded, "
+              f"{len(failed)} failed, wall {wall:.1f} s, per-request latency median {statistics.median(ok):.2f} s "
+              f"(queued: one model job at a time)")
+        for exc in failed[:3]:
+            print(f"  failure: {exc!r}")
+        print(f"memory (server RSS): after first request {rss_after_first:.0f} MB, peak during load {peak[0]:.0f} MB, "
+              f"5 s after load {rss_after:.0f} MB ({rss_after - rss_after_first:+.0f} MB)")
+        with urllib.request.urlopen(app.url, timeout=5) as response:
+            print(f"server still answers: HTTP {response.status}")
+    finally:
+        app.stop()
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
