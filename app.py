@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     check_device(args.device)
 
     from ui import CSS_PATH, build_app, theme
-    from ui.common import ASSETS_DIR, configure, get_model
+    from ui.common import ASSETS_DIR, configure, get_model, limit_malloc_arenas
 
+    limit_malloc_arenas()
     configure(device=args.device, max_file_size_mb=args.max_file_size, max_files=args.max_files,
               max_total_mb=args.max_total_size)
     for name in args.preload:

@@ -21,6 +21,7 @@ import psutil
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 from app_runner import RunningApp  # noqa: E402  (tests/app_runner.py: subprocess + free port)
 
@@ -66,6 +67,13 @@ def startup_to_page(log_dir: Path) -> tuple[float, float, str]:
             pw.stop()
 
 
+def report_startup(starts: list[tuple[float, float, str]]) -> None:
+    http = statistics.median(s[0] for s in starts)
+    page = statistics.median(s[1] for s in starts)
+    print(f"startup: python app.py -> HTTP 200 median {http:.2f} s; -> page rendered in Chromium median "
+          f"{page:.2f} s (runs: {', '.join(f'{s[1]:.1f}' for s in starts)}; target <= 10 s)")
+
+
 def server_rss_mb(proc: psutil.Process) -> float:
     procs = [proc, *proc.children(recursive=True)]
     return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
@@ -84,10 +92,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
 
     starts = [startup_to_page(work) for _ in range(args.startups)]
-    http = statistics.median(s[0] for s in starts)
-    page = statistics.median(s[1] for s in starts)
-    print(f"startup: python app.py -> HTTP 200 median {http:.2f} s; -> page rendered in Chromium median "
-          f"{page:.2f} s (runs: {', '.join(f'{s[1]:.1f}' for s in starts)}; target <= 10 s)")
+    if starts:
+        report_startup(starts)
 
     clip = ten_second_clip(work)
     app = RunningApp("--preload", MODEL, "--no-warmup", log_path=work / "app.log")
@@ -109,49 +115,56 @@ def main() -> None:
         print(f"warm 10-s clip via gradio_client ({MODEL}): median {statistics.median(latencies):.3f} s, "
               f"min {min(latencies):.3f}, max {max(latencies):.3f} over {args.repeats} (target median <= 1.5 s)")
 
-        results: list[float | BaseException] = []
-        lock = threading.Lock()
+        def run_round() -> tuple[list[float], list[BaseException], float, float]:
+            results: list[float | BaseException] = []
+            lock = threading.Lock()
 
-        def client_loop() -> None:
-            c = Client(app.url, verbose=False)
-            for _ in range(args.requests):
-                try:
-                    value: float | BaseException = one_request(c)
-                except BaseException as exc:  # noqa: BLE001 - counted as a failure
-                    value = exc
-                with lock:
-                    results.append(value)
+            def client_loop() -> None:
+                c = Client(app.url, verbose=False)
+                for _ in range(args.requests):
+                    try:
+                        value: float | BaseException = one_request(c)
+                    except BaseException as exc:  # noqa: BLE001 - counted as a failure
+                        value = exc
+                    with lock:
+                        results.append(value)
 
-        peak = [rss_after_first]
-        stop = threading.Event()
+            peak = [0.0]
+            stop = threading.Event()
 
-        def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], server_rss_mb(server))
-                time.sleep(0.2)
+            def sample() -> None:
+                while not stop.is_set():
+                    peak[0] = max(peak[0], server_rss_mb(server))
+                    time.sleep(0.2)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=client_loop) for _ in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        stop.set()
-        sampler.join()
-        ok = [r for r in results if isinstance(r, float)]
-        failed = [r for r in results if not isinstance(r, float)]
-        time.sleep(5)
-        rss_after = server_rss_mb(server)
-        print(f"concurrency: {args.clients} clients x {args.requests} requests: {len(ok)} succeeded, "
-              f"{len(failed)} failed, wall {wall:.1f} s, per-request latency median {statistics.median(ok):.2f} s "
-              f"(queued: one model job at a time)")
-        for exc in failed[:3]:
-            print(f"  failure: {exc!r}")
-        print(f"memory (server RSS): after first request {rss_after_first:.0f} MB, peak during load {peak[0]:.0f} MB, "
-              f"5 s after load {rss_after:.0f} MB ({rss_after - rss_after_first:+.0f} MB)")
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            t0 = time.perf_counter()
+            threads = [threading.Thread(target=client_loop) for _ in range(args.clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            stop.set()
+            sampler.join()
+            ok = [r for r in results if isinstance(r, float)]
+            return ok, [r for r in results if not isinstance(r, float)], wall, peak[0]
+
+        rss_rounds = []
+        for round_no in (1, 2):
+            ok, failed, wall, peak = run_round()
+            time.sleep(5)
+            rss_rounds.append(server_rss_mb(server))
+            print(f"concurrency round {round_no}: {args.clients} clients x {args.requests} requests: {len(ok)} "
+                  f"succeeded, {len(failed)} failed, wall {wall:.1f} s, per-request latency median "
+                  f"{statistics.median(ok) if ok else float('nan'):.2f} s (one model job at a time, others queue); "
+                  f"peak RSS {peak:.0f} MB")
+            for exc in failed[:3]:
+                print(f"  failure: {exc!r}")
+        print(f"memory (server RSS incl. children): after the first request {rss_after_first:.0f} MB; 5 s after "
+              f"round 1 {rss_rounds[0]:.0f} MB ({rss_rounds[0] - rss_after_first:+.0f} MB); 5 s after round 2 "
+              f"{rss_rounds[1]:.0f} MB ({rss_rounds[1] - rss_after_first:+.0f} MB)")
         with urllib.request.urlopen(app.url, timeout=5) as response:
             print(f"server still answers: HTTP {response.status}")
     finally:

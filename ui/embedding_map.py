@@ -35,6 +35,7 @@ from ui.common import (
     model_concurrency_id,
     new_output_dir,
     progress_adapter,
+    release_memory,
 )
 
 log = logging.getLogger(__name__)
@@ -278,6 +279,8 @@ def on_build(files, zip_file, labels_csv, use_examples, model_name, layer, pooli
                            n_neighbors, min_dist, metric, perplexity, progress=progress)
     except Exception as exc:  # noqa: BLE001
         raise gr.Error(describe_error(exc), print_exception=False) from None
+    finally:
+        release_memory()
     return result.message, result.figure, result.points, result.downloads
 
 

@@ -27,6 +27,7 @@ from ui.common import (
     model_concurrency_id,
     new_output_dir,
     progress_adapter,
+    release_memory,
     UserFacingError,
 )
 from ui.spectrogram import playable_audio, spectrogram_image
@@ -221,6 +222,8 @@ def on_run(files, example, model_name, top_k, progress=gr.Progress()):
         analysis = analyse(files, model_name, top_k, example=example or None, progress=progress)
     except Exception as exc:  # noqa: BLE001 - shown in the page, never a traceback
         raise gr.Error(describe_error(exc), print_exception=False) from None
+    finally:
+        release_memory()
     names = list(analysis.files)
     first = analysis.files[names[0]] if names else None
     if not names:

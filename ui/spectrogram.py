@@ -88,7 +88,7 @@ def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "") -
     note = f" (first {PREVIEW_SECONDS:.0f} s)" if duration >= PREVIEW_SECONDS - 1e-6 else ""
     draw.text((left, 6), f"{label} · {sr / 1000:g} kHz{note}", fill="black", font=font)
     out_path = Path(out_path)
-    canvas.save(out_path)
+    canvas.save(out_path, compress_level=1)  # fast: the image is shown once and rarely kept
     return out_path
 
 
