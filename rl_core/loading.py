@@ -200,7 +200,7 @@ def load_model(
     )
     if state_dict is not None:
         _apply_state_dict(net, state_dict, keep_classifier=keep_classifier, source=checkpoint)
-    if entry.class_mapping_path and net.num_classes is not None and (keep_classifier or not checkpoint):
+    if entry.class_mapping_path and keep_classifier:  # labels describe the trained head only
         mapping = load_class_mapping_file(entry.class_mapping_path, model_name=name)
         if len(mapping["label_to_index"]) != net.num_classes:
             raise CheckpointError(
