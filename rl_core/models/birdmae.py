@@ -19,12 +19,16 @@ compatibility and is applied by nothing). A head, when asked for, is a Linear(D,
 Constants and their sources: the front end (5-s clip, DC removal, Kaldi fbank at 32 kHz with 128 mel bins and
 10-ms shift, 512 target frames padded with the minimum, mean -7.2, std 4.43, divided by 2 * std) is the
 Bird-MAE feature extractor of the Hugging Face repos ``DBD-research-group/Bird-MAE-{Base,Huge}`` (remote code
-loaded by avex with trust_remote_code), as reproduced by public ports that state they match its output (found
-with the code search; e.g. a Bird-MAE "transform" in an SAE/BirdJEPA project and a standalone
-``BirdMAEFeatureExtractor``). The ports agree on every constant; one of them omits the DC removal, which the
-port that documents matching HF's output performs, so we keep it (its effect on the fbank is tiny: Kaldi
-removes each frame's DC again). The model constants (patch 16, image 512 x 128, LayerNorm eps 1e-6, qkv bias,
-MLP ratio 4, sizes per variant, sin-cos ``pos_embed`` with a zero CLS row) come from the same public model code.
+that avex loads with trust_remote_code). That file could not be read offline; the recipe was taken from the
+Bird-MAE training code (``transforms.py``, ``BaseTransform``, in the Bird-MAE GitHub code base: pad/truncate
+the waveform to the clip length, subtract its mean, ``kaldi.fbank(htk_compat=True, use_energy=False,
+window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)``, pad to ``target_length`` with the
+minimum, ``(x - mean) / (2 * std)``) and from public ports of the HF feature extractor that state they match its
+output (found with the code search), which agree on the constants -7.2 / 4.43 / 512. One difference: the
+training code takes the padding minimum over the whole batch; we take it per clip (identical for one clip), so
+that a clip's embedding does not depend on the other clips in its batch. The model constants (patch 16, image
+512 x 128, LayerNorm eps 1e-6, qkv bias, MLP ratio 4, sizes per variant, sin-cos ``pos_embed`` with a zero CLS
+row) come from the same public model code.
 
 Parameter names. The public ``model.safetensors`` holds the encoder's own names: ``patch_embed.proj``,
 ``cls_token``, ``pos_embed`` (1, 257, D), ``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``,
