@@ -180,6 +180,19 @@ def test_public_hf_layout_loads_as_embedding_model(checkpoints):
         assert torch.allclose(model(tone(1.0)), features(tone(1.0))[:, 0], atol=1e-5)
 
 
+def test_position_table_of_another_length_is_fitted(eat):
+    key = "backbone.model.fixed_positional_encoder.positions"
+    longer = torch.randn(1, 1024 * 8, 768)
+    fitted = eat.convert_state_dict({key: longer})[key]
+    assert fitted.shape == (1, 768 * 8, 768) and torch.equal(fitted, longer[:, : 768 * 8])
+    shorter = torch.randn(1, 512, 768)  # exactly the rows a 1024-frame input uses
+    fitted = eat.convert_state_dict({"model.fixed_positional_encoder.positions": shorter})[key]
+    assert torch.equal(fitted[:, :512], shorter)
+    assert torch.equal(fitted[:, 512:], eat.encoder.fixed_positional_encoder.positions[:, 512:])
+    too_short = torch.randn(1, 256, 768)
+    assert eat.convert_state_dict({key: too_short})[key] is too_short  # left to the strict check
+
+
 def test_checkpoint_of_another_family_is_refused(tmp_path):
     torch.manual_seed(0)
     birdmae = build_model("birdmae")

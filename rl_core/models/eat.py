@@ -26,7 +26,8 @@ holds the Hugging Face EAT module (``worstchan/EAT-base_epoch30_pretrain``, load
 ``backbone`` and a ``classifier`` Linear(768, n). That public HF code wraps its ``EAT`` module as ``model``
 inside ``EATModel``, whose attributes are ``local_encoder.proj`` (the patch conv), ``extra_tokens`` (CLS),
 ``fixed_positional_encoder.positions`` (sin-cos table for ``max_length`` = 768 time patches x 8 frequency
-patches, a non-trainable Parameter, so it is in the state dict), ``blocks.i.{attn.qkv, attn.proj, norm1,
+patches, a non-trainable Parameter, so it is in the state dict; a table of another length is
+fitted on load, see ``_fit_position_table``), ``blocks.i.{attn.qkv, attn.proj, norm1,
 mlp.fc1, mlp.fc2, norm2}`` and ``pre_norm``; the ``fc_norm``/``head`` pair exists only in its "finetune"
 variant, which avex does not use. Our module uses exactly these names under ``backbone.model.``, so our
 state_dict is that of avex's module (``tests/fixtures/eat_state_dict_shapes.json``, derived from the public
@@ -37,6 +38,7 @@ possible; the names come from reading the public model code.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
 import torch
@@ -47,6 +49,8 @@ from rl_core.kaldi_fbank import KaldiFbank
 from rl_core.models._vit_parts import Attention, Mlp, sincos_2d
 from rl_core.models.base import ModelBase
 from rl_core.registry import register_model_class
+
+log = logging.getLogger(__name__)
 
 EMBED_DIM = 768
 DEPTH = 12
@@ -195,4 +199,26 @@ class EAT(ModelBase):
             elif not key.startswith(("backbone.", self.classifier_prefix)):
                 key = "backbone.model." + key
             converted[key] = value
-        return converted
+        return self._fit_position_table(converted)
+
+    def _fit_position_table(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Accept a position table of another length (another ``max_length`` in the HF config).
+
+        The table is a fixed sin-cos function of the patch index, never trained, and only its first 512 rows
+        (64 time x 8 frequency patches) are used. A longer or shorter table (at least 512 rows, same width)
+        is cut or completed from our own table, which has the same values, instead of failing on a shape.
+        """
+        key = "backbone.model.fixed_positional_encoder.positions"
+        table = state_dict.get(key)
+        own = self.encoder.fixed_positional_encoder.positions
+        used = (TARGET_FRAMES // PATCH) * (MEL_BINS // PATCH)
+        if table is None or table.shape == own.shape:
+            return state_dict
+        if table.ndim != 3 or table.shape[0] != 1 or table.shape[2] != own.shape[2] or table.shape[1] < used:
+            return state_dict  # leave it to the strict shape check, which reports it
+        fitted = own.detach().clone()
+        rows = min(table.shape[1], fitted.shape[1])
+        fitted[:, :rows] = table[:, :rows].to(fitted.dtype)
+        log.info("EAT checkpoint position table has %d rows, model %d: using the first %d",
+                 table.shape[1], own.shape[1], rows)
+        return {**state_dict, key: fitted}
