@@ -233,10 +233,16 @@ def load_class_mapping(name: str) -> dict[str, dict[Any, Any]] | None:
 
 
 def list_model_layers(name: str | ModelSpec) -> list[str]:
-    """Names of the layers usable in ``extract_embeddings(layers=...)`` (built with random weights on the CPU)."""
+    """Names of the layers usable in ``extract_embeddings(layers=...)`` (built on the meta device: no weights are allocated)."""
     spec = name if isinstance(name, ModelSpec) else get_model_entry(name).model_spec
-    model = build_model_from_spec(spec, device="cpu")
-    return model.list_layers()
+    cls = get_model_class(spec.name)
+    args = _class_kwargs(cls, {**spec.extra_kwargs, "audio_config": spec.audio_config}, f"model '{spec.name}'")
+    try:
+        # On the meta device no memory is allocated (Bird-MAE-Huge would take 2.5 GB for a list of names).
+        with torch.device("meta"):
+            return cls(device="cpu", **args).list_layers()
+    except Exception:  # an architecture whose constructor computes on real tensors
+        return build_model_from_spec(spec, device="cpu").list_layers()
 
 
 def all_model_names() -> list[str]:
