@@ -149,4 +149,7 @@ def test_zoo_row_shows_card(page):
     cell.first.click()
     page.locator("#zoo-card").get_by_text("6522 classes").wait_for()
     sync_api.expect(page.locator("#zoo-card")).to_contain_text("CC BY-NC-SA 4.0")
+    search.fill("")  # the whole zoo again; the card stays
+    table.locator('[role="gridcell"]').filter(has_text="BirdNET").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('#zoo-table .virtual-row').length > 1")
     shot(page, "model_zoo")

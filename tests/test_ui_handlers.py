@@ -68,6 +68,8 @@ def test_weight_text_offline_download(monkeypatch):
     assert zoo.weight_text(info) == "unavailable offline (346 MB download)"
     monkeypatch.setattr(zoo, "is_offline", lambda: False)
     assert zoo.weight_text(info) == "downloads on first use (346 MB)"
+    assert zoo.weight_text({"weights": "downloads on first use", "checkpoint_size_mb": None}) == \
+        "downloads on first use"
 
 
 # --------------------------------------------------------------------------- inference

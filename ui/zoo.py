@@ -22,10 +22,10 @@ def weight_text(info: dict[str, Any]) -> str:
 
     if info["weights"] != WEIGHTS_DOWNLOAD:
         return info["weights"]
-    size = f"{info['checkpoint_size_mb']:.0f} MB" if info.get("checkpoint_size_mb") else "size unknown"
+    size = f"{info['checkpoint_size_mb']:.0f} MB" if info.get("checkpoint_size_mb") else ""
     if is_offline():
-        return f"unavailable offline ({size} download)"
-    return f"downloads on first use ({size})"
+        return f"unavailable offline ({size} download)" if size else "unavailable offline (needs a download)"
+    return f"downloads on first use ({size})" if size else "downloads on first use"
 
 
 def zoo_table(search: str = "", family: str = "All") -> pd.DataFrame:
