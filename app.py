@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import threading
+import time
 
 log = logging.getLogger("app")
 
@@ -53,6 +54,15 @@ def check_device(device: str) -> None:
         raise SystemExit(f"--device {device}: {exc}") from None
 
 
+def process_start() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - only for a log line
+        return time.time()
+
+
 def warm_up_umap() -> None:
     """Compile umap-learn's numba code once, after the server is up, so the first embedding map is quick."""
     try:
@@ -70,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_device(args.device)
+    log.info("flags parsed, %.1f s after the process started", time.time() - process_start())
 
     from ui import CSS_PATH, build_app, theme
     from ui.common import ASSETS_DIR, configure, get_model, limit_malloc_arenas
@@ -84,7 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as exc:  # noqa: BLE001 - a bad --preload stops the start with a readable message
             raise SystemExit(f"--preload {name}: {exc}") from None
 
+    log.info("gradio and rl_core imported, %.1f s after the process started", time.time() - process_start())
     demo = build_app(args.leaderboard_dir)
+    log.info("page built, %.1f s after the process started", time.time() - process_start())
     demo.queue(max_size=256)
     demo.launch(
         server_name=args.host,
@@ -97,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         prevent_thread_lock=True,
         show_error=True,
     )
+    log.info("serving at %s, %.1f s after the process started", demo.local_url, time.time() - process_start())
     if args.share and not demo.share_url:
         msg = (f"No public link could be made (--share needs internet access to Gradio's share servers). "
                f"The app keeps serving locally at {demo.local_url}")

@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--startups", type=int, default=3)
+    parser.add_argument("--only-startup", action="store_true", help="measure the start-up time only")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
@@ -94,6 +95,8 @@ def main() -> None:
     starts = [startup_to_page(work) for _ in range(args.startups)]
     if starts:
         report_startup(starts)
+    if args.only_startup:
+        return
 
     clip = ten_second_clip(work)
     app = RunningApp("--preload", MODEL, "--no-warmup", log_path=work / "app.log")

@@ -114,6 +114,27 @@ def test_analyse_real_recordings_and_a_broken_file(great_tits, storm_petrels, br
     assert tit.audio == str(great_tits[0].path) and tit.audio_caption == "Original recording"
 
 
+def test_long_file_reports_progress_along_the_way(tmp_path, great_tits):
+    # 30 s: a great-tit song repeated over quiet noise, so the file is long but real
+    song, sr = sf.read(great_tits[0].path, dtype="float32")
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.002, 30 * sr).astype(np.float32)
+    for start in range(0, 28 * sr, 6 * sr):
+        audio[start:start + len(song)] += song
+    path = tmp_path / "long_dawn_chorus.flac"
+    sf.write(path, audio, sr)
+    updates = []
+    result = inference.analyse([str(path)], MODEL, top_k=1, progress=lambda f, m: updates.append((f, m)))
+    fractions = [f for f, _ in updates]
+    assert fractions == sorted(fractions)  # the bar only moves forward
+    assert len({round(f, 3) for f in fractions if 0 < f < 1}) >= 5  # many steps, not just start and end
+    assert any("long_dawn_chorus.flac" in m and "/ 30 s" in m for _, m in updates)
+    view = result.files["long_dawn_chorus.flac"]
+    assert len(view.timeline_starts) == 10
+    assert view.species.iloc[0]["scientific name"] == "Parus major"
+    assert "Converted to WAV" not in view.audio_caption  # FLAC plays in the browser as it is
+
+
 def test_ultrasonic_recording_gets_spectrogram_and_time_expanded_audio(vocalpy_dir):
     bat_like = vocalpy_dir / "BM003.wav"  # mouse ultrasonic vocalisation at 300 kHz
     result = inference.analyse([str(bat_like)], MODEL, top_k=2)
