@@ -84,7 +84,13 @@ def test_inference_shows_great_tit(page, great_tits, storm_petrels):
     assert summary.get_by_text("Hydrobates pelagicus").count() >= 1
     for name in ("predictions.csv", f"{storm_petrels[0].stem}.selections.txt", "embeddings.npz"):
         page.locator(f'#inf-downloads td.filename[aria-label="{name}"]').wait_for()
-    page.locator(".js-plotly-plot").first.wait_for()
+    page.locator("#inf-timeline .js-plotly-plot").wait_for()
+    # switch the per-file view to the storm-petrel
+    pick = page.locator("#inf-pick input")
+    pick.click()
+    page.get_by_role("option", name=storm_petrels[0].name).click()
+    species.get_by_text("Hydrobates pelagicus").wait_for()
+    page.locator("#inf-timeline").get_by_text(storm_petrels[0].name).first.wait_for()
     shot(page, "inference")
 
 

@@ -90,6 +90,7 @@ def test_analyse_real_recordings_and_a_broken_file(great_tits, storm_petrels, br
     assert petrel.species.iloc[0]["scientific name"] == "Hydrobates pelagicus"
     assert petrel.species.iloc[0]["max score"] > 0.9
     assert petrel.timeline_starts == [0.0, 3.0, 6.0, 9.0, 12.0]  # 14-s file, 3-s windows
+    assert petrel.timeline_edges[-1] == pytest.approx(14.0, abs=0.01)  # the last window ends with the file
     assert len(petrel.timeline_labels) == inference.TIMELINE_SPECIES
     assert np.asarray(petrel.timeline_scores).shape == (inference.TIMELINE_SPECIES, 5)
     assert seen and max(seen) == pytest.approx(1.0)

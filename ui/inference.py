@@ -47,6 +47,7 @@ class FileView:
     duration_s: float
     species: pd.DataFrame
     timeline_starts: list[float]
+    timeline_edges: list[float]
     timeline_labels: list[str]
     timeline_scores: list[list[float]]
     spectrogram: str
@@ -102,12 +103,13 @@ def timeline_figure(view: FileView | None) -> go.Figure:
         fig.update_layout(height=260, xaxis_visible=False, yaxis_visible=False, template="plotly_white")
         return fig
     fig.add_trace(go.Heatmap(
-        x=view.timeline_starts, y=view.timeline_labels, z=view.timeline_scores, colorscale="Viridis", zmin=0,
+        # bin edges (one more than columns): each cell spans its analysis window in seconds
+        x=view.timeline_edges, y=view.timeline_labels, z=view.timeline_scores, colorscale="Viridis", zmin=0,
         zmax=1, colorbar=dict(title="score"),
-        hovertemplate="%{y}<br>window starting at %{x:.1f} s<br>score %{z:.3f}<extra></extra>",
+        hovertemplate="%{y}<br>%{x:.1f} s<br>score %{z:.3f}<extra></extra>",
     ))
     fig.update_layout(
-        title=f"Detections over time · {view.name}", xaxis_title="time (s, window start)",
+        title=f"Detections over time · {view.name}", xaxis_title="time (s)",
         yaxis=dict(autorange="reversed"), height=120 + 28 * len(view.timeline_labels), template="plotly_white",
         margin=dict(l=10, r=10, t=50, b=40),
     )
@@ -168,10 +170,11 @@ def analyse(
             analysis.errors.append(describe_error(exc, name))
             continue
         starts, labels, scores = _timeline(result) if has_scores else ([], [], [])
+        edges = [*starts, float(result.ends[-1])] if starts else []
         analysis.files[name] = FileView(
             name=name, duration_s=float(result.duration_s),
             species=species_table(result, top_k) if has_scores else pd.DataFrame(columns=SPECIES_COLUMNS),
-            timeline_starts=starts, timeline_labels=labels, timeline_scores=scores,
+            timeline_starts=starts, timeline_edges=edges, timeline_labels=labels, timeline_scores=scores,
             spectrogram=str(spec_path), audio=audio, audio_caption=caption,
         )
         results.append(result)
@@ -262,12 +265,12 @@ def build() -> None:
     pick = gr.Dropdown([], label="Show file", elem_id="inf-pick")
     with gr.Row():
         species = gr.Dataframe(headers=SPECIES_COLUMNS, interactive=False, label="Top species",
-                               elem_id="inf-species", scale=1)
-        timeline = gr.Plot(label="Detections timeline", scale=1)
-    with gr.Row():
-        spectrogram = gr.Image(type="filepath", label="Spectrogram", interactive=False, scale=3,
-                               buttons=["download", "fullscreen"])
-        audio = gr.Audio(type="filepath", label="Listen", interactive=False, scale=1)
+                               elem_id="inf-species", scale=3)
+        audio = gr.Audio(type="filepath", label="Listen", interactive=False, scale=2, elem_id="inf-audio")
+    timeline = gr.Plot(label="Detections timeline", elem_id="inf-timeline")
+    spectrogram = gr.Image(type="filepath", label="Spectrogram", show_label=False, interactive=False,
+                           elem_id="inf-spectrogram",
+                           buttons=["download", "fullscreen"])
     downloads = gr.File(label="Downloads: predictions CSV, Raven selection tables, embeddings (.npz)",
                         file_count="multiple", interactive=False, elem_id="inf-downloads")
     views = gr.State({})
