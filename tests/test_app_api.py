@@ -148,6 +148,9 @@ def test_bad_flags_are_errors():
     out = subprocess.run([sys.executable, "app.py", "--porrt", "1"], cwd=REPO, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and "unrecognized arguments" in out.stderr
+    out = subprocess.run([sys.executable, "app.py", "--device", "cuda:99"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "--device cuda:99" in out.stderr
     out = subprocess.run([sys.executable, "app.py", "--preload", "no_such_model", "--port", str(free_port())],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "--preload no_such_model" in out.stderr

@@ -259,7 +259,9 @@ def build() -> None:
         with gr.Column(scale=2):
             model = gr.Dropdown(model_choices(), value=default_model(), label="Model", elem_id="inf-model")
             top_k = gr.Slider(1, 20, value=5, step=1, label="Species per file (top-k)")
-            run = gr.Button("Analyse", variant="primary", elem_id="inf-run")
+            with gr.Row():
+                run = gr.Button("Analyse", variant="primary", elem_id="inf-run", scale=3)
+                clear = gr.ClearButton(value="Clear", scale=1)
     status = gr.Markdown(elem_id="inf-status")
     summary = gr.Dataframe(headers=SUMMARY_COLUMNS, interactive=False, label="All files", elem_id="inf-summary")
     pick = gr.Dropdown([], label="Show file", elem_id="inf-pick")
@@ -274,6 +276,7 @@ def build() -> None:
     downloads = gr.File(label="Downloads: predictions CSV, Raven selection tables, embeddings (.npz)",
                         file_count="multiple", interactive=False, elem_id="inf-downloads")
     views = gr.State({})
+    clear.add([files, status, summary, pick, species, timeline, spectrogram, audio, downloads])
     run.click(
         on_run, [files, example, model, top_k],
         [status, summary, pick, species, timeline, spectrogram, audio, downloads, views],

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 import pandas as pd
