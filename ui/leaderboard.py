@@ -197,6 +197,11 @@ class Leaderboard:
         self.data_dir = data_dir
         self.df, self.message = load_data(data_dir)
 
+    def update_event(self, *args):
+        """``update`` for the page: the table goes out with per-column datatypes (numeric sorting)."""
+        table, *rest = self.update(*args)
+        return (gr.Dataframe(value=table, datatype=column_types(table)), *rest)
+
     def reload(self) -> None:
         self.df, self.message = load_data(self.data_dir)
 
@@ -211,6 +216,12 @@ class Leaderboard:
             sources_markdown(rows),
             export_csv(rows),
         )
+
+
+def column_types(view: pd.DataFrame) -> list[str]:
+    """Per-column datatypes for gr.Dataframe, so the browser sorts numbers as numbers."""
+    return ["number" if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype) else "str"
+            for dtype in view.dtypes]
 
 
 def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
@@ -254,12 +265,12 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
     inputs = [*(filters[n] for n in FILTERS), search, columns, plot_metric_dd]
     outputs = [table, count, bar, scatter, sources, download]
     triggers = [f.change for f in filters.values()] + [search.submit, columns.change, plot_metric_dd.change]
-    gr.on(triggers, board.update, inputs, outputs, api_name="leaderboard")
+    gr.on(triggers, board.update_event, inputs, outputs, api_name="leaderboard")
 
     def reload(*args):
         board.reload()
-        return board.update(*args)
+        return board.update_event(*args)
 
     reload_btn.click(reload, inputs, outputs, api_visibility="private")
-    demo.load(board.update, inputs, outputs, api_visibility="private")
+    demo.load(board.update_event, inputs, outputs, api_visibility="private")
     return board
