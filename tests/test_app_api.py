@@ -101,14 +101,18 @@ def test_embedding_map_example_set(client):
 def test_leaderboard_endpoint(client):
     table, count, bar, scatter, sources, csv_path = client.predict(
         [], [], [], [], [], [], [], "", ["model", "value", "source"], "accuracy", api_name="/leaderboard")
+    assert table["datatype"] == ["str", "number", "str"]  # numbers go out as numbers: numeric sorting
+    table = table["value"]
     assert table["headers"] == ["model", "value", "source"]
+    values = [row[1] for row in table["data"]]
+    assert values == sorted(values, reverse=True)
     total = len(pd.read_csv(csv_path))
     assert count.startswith(f"**{total}** of")
     if total:  # with the eval branch's data merged, a filter must shrink the table
         first_benchmark = pd.read_csv(csv_path)["benchmark"].iloc[0]
         table2, count2, *_ = client.predict([first_benchmark], [], [], [], [], [], [], "", ["model", "value"],
                                             "accuracy", api_name="/leaderboard")
-        assert 0 < len(table2["data"]) <= total
+        assert 0 < len(table2["value"]["data"]) < total
 
 
 def test_zoo_endpoints(client):

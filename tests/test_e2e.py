@@ -137,8 +137,9 @@ def test_leaderboard_filter_changes_rows(page):
     dropdown.fill("BEANS")
     page.get_by_role("option", name="BEANS", exact=True).click()
     page.keyboard.press("Escape")
-    page.wait_for_function(
-        f"() => !document.querySelector('#lb-count').innerText.startsWith('{before} of')", timeout=30_000)
+    page.wait_for_function(  # a new count, not the old one nor a transient empty text
+        f"() => {{ const m = /(\\d+) of \\d+ results/.exec(document.querySelector('#lb-count').innerText);"
+        f" return m !== null && Number(m[1]) !== {before}; }}", timeout=60_000)
     after = count_rows(page)
     assert 0 < after < before
     shot(page, "leaderboard")

@@ -265,12 +265,14 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
     inputs = [*(filters[n] for n in FILTERS), search, columns, plot_metric_dd]
     outputs = [table, count, bar, scatter, sources, download]
     triggers = [f.change for f in filters.values()] + [search.submit, columns.change, plot_metric_dd.change]
-    gr.on(triggers, board.update_event, inputs, outputs, api_name="leaderboard")
+    # one queue slot for all table events: answers arrive in the order the filters were changed
+    order = dict(concurrency_id="leaderboard", concurrency_limit=1)
+    gr.on(triggers, board.update_event, inputs, outputs, api_name="leaderboard", **order)
 
     def reload(*args):
         board.reload()
         return board.update_event(*args)
 
-    reload_btn.click(reload, inputs, outputs, api_visibility="private")
-    demo.load(board.update_event, inputs, outputs, api_visibility="private")
+    reload_btn.click(reload, inputs, outputs, api_visibility="private", **order)
+    demo.load(board.update_event, inputs, outputs, api_visibility="private", **order)
     return board
