@@ -332,6 +332,16 @@ def test_leaderboard_plots_and_sources(tmp_path):
     assert pd.read_csv(path)["value"].tolist() == [0.35]
 
 
+def test_leaderboard_takes_parameter_counts_from_the_registry():
+    from rl_core.registry import get_model_entry
+
+    df = _frame()
+    df.loc[4, "model"] = "esp_aves2_eat_all"  # a local row naming a registered model, count unknown
+    filled = leaderboard.fill_parameters_from_registry(df)
+    assert filled.loc[4, "parameters"] == get_model_entry("esp_aves2_eat_all").parameters
+    assert filled.loc[0, "parameters"] == 90e6  # known counts are kept
+
+
 def test_leaderboard_update_returns_every_output():
     board = leaderboard.Leaderboard.__new__(leaderboard.Leaderboard)
     board.df, board.message, board.data_dir = _frame(), "", None

@@ -56,7 +56,18 @@ def load_data(data_dir: str | Path | None = None) -> tuple[pd.DataFrame, str]:
     df = df.copy()
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df.reset_index(drop=True), ""
+    return fill_parameters_from_registry(df).reset_index(drop=True), ""
+
+
+def fill_parameters_from_registry(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows naming a registered model (local results use registry keys) get its parameter count when unknown."""
+    from rl_core.registry import registered_models
+
+    counts = {name: entry.parameters for name, entry in registered_models().items() if entry.parameters}
+    missing = df["parameters"].isna() & df["model"].isin(counts)
+    if missing.any():
+        df.loc[missing, "parameters"] = df.loc[missing, "model"].map(counts).astype("float64")
+    return df
 
 
 def choices(df: pd.DataFrame, column: str) -> list[str]:
@@ -179,7 +190,7 @@ def sources_markdown(rows: pd.DataFrame) -> str:
         else:
             src_rows = sorted({int(r) for r in group["source_row"] if not (isinstance(r, float) and math.isnan(r))})
             where = f" (rows {src_rows[0]}-{src_rows[-1]} of the published-results CSV)" if src_rows else ""
-            how = f"copied from the publication as reported{where}, rescaled to 0-1"
+            how = f"copied from the publication as reported{where}, on a 0-1 scale"
         lines.append(f"- **{kind}** · {title} — {len(group)} numbers: {how.rstrip('; ')}")
     return "\n".join(lines)
 
