@@ -266,6 +266,55 @@ def test_labels_csv_without_header_and_errors(tmp_path):
         embedding_map.read_labels_csv(bad)
 
 
+@pytest.fixture
+def tiny_layered_model():
+    """A small registered architecture with two hookable layers (random weights), to test layer choice."""
+    from collections import OrderedDict
+
+    import torch
+    from torch import nn
+
+    import rl_core
+    from rl_core import AudioConfig, ModelBase, ModelSpec, register_model, register_model_class
+
+    @register_model_class
+    class UiTinyLayers(ModelBase):
+        name = "ui_tiny_layers_test"
+
+        def __init__(self, device="cpu", num_classes=None, **kwargs):
+            super().__init__(device=device, num_classes=num_classes, **kwargs)
+            torch.manual_seed(0)
+            self.first = nn.Linear(400, 6)
+            self.second = nn.Linear(6, 4)
+
+        def forward_features(self, x, padding_mask=None):
+            return self.second(torch.relu(self.first(x.unfold(-1, 400, 160))))
+
+        def get_embedding_dim(self):
+            return 4
+
+        def layer_modules(self):
+            return OrderedDict(first=self.first, second=self.second)
+
+    spec = ModelSpec(name="ui_tiny_layers_test", audio_config=AudioConfig(sample_rate=16000, target_length_seconds=1.0))
+    register_model("ui_tiny_layers", rl_core.configs.ModelEntry(model_spec=spec, embedding_dim=4,
+                                                                 random_weights=True, family="test"))
+    yield "ui_tiny_layers"
+    rl_core.registry.unregister_model("ui_tiny_layers")
+
+
+def test_map_layer_and_pooling_choices(tiny_layered_model, great_tits):
+    assert embedding_map.layer_choices(tiny_layered_model) == ["last_layer", "first", "second"]
+    files = [str(r.path) for r in great_tits[:3]]
+    first = embedding_map.build_map(files, model_name=tiny_layered_model, layer="first", pooling="max", method="PCA")
+    npz = np.load(first.downloads[1])
+    assert npz["embeddings"].shape == (3, 6) and str(npz["layer"]) == "first" and str(npz["pooling"]) == "max"
+    last = embedding_map.build_map(files, model_name=tiny_layered_model, layer="last_layer", method="PCA")
+    assert np.load(last.downloads[1])["embeddings"].shape == (3, 4)
+    with pytest.raises(UserFacingError, match="unknown layer 'third' for ui_tiny_layers; choose one of: last_layer, first"):
+        embedding_map.build_map(files, model_name=tiny_layered_model, layer="third", method="PCA")
+
+
 def test_map_needs_input_and_two_recordings(great_tits):
     with pytest.raises(UserFacingError, match="add recordings"):
         embedding_map.build_map(model_name=MODEL)
