@@ -15,7 +15,8 @@ def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
     """The whole app as a gr.Blocks (not launched). Settings come from ui.common.configure()."""
     from ui import embedding_map, inference, leaderboard, zoo
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    # delete_cache: uploads and results older than 2 h are removed every hour (long-running servers)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(
             "# rl_core workbench\n"
             "Species predictions, embeddings and embedding maps from bioacoustic foundation models, a model zoo "

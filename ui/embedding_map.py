@@ -333,5 +333,5 @@ def build() -> None:
         [status, plot, points, downloads],
         api_name="embedding_map", concurrency_id=model_concurrency_id(), concurrency_limit=1,
     )
-    model.change(on_model_change, model, layer, api_visibility="private",
-                 concurrency_id=model_concurrency_id(), concurrency_limit=1)
+    # layers are listed from the architecture on the meta device: no weights, no need for the model slot
+    model.change(on_model_change, model, layer, api_visibility="private", queue=False)
