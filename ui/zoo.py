@@ -107,7 +107,8 @@ def build() -> None:
         family = gr.Dropdown(families(), value="All", label="Family", scale=1)
     df = gr.Dataframe(
         table, datatype=DATATYPES, interactive=False, label="Models", elem_id="zoo-table",
-        show_search="none", pinned_columns=1, max_height=520, wrap=True,
+        show_search="none", pinned_columns=1, max_height=720, wrap=True,
+        column_widths=["17%", "8%", "8%", "8%", "6%", "8%", "6%", "21%", "18%"],
     )
     hint = "*Select a model in the table to see its description and how to use it.*" if len(table) else \
         "No models are registered."
