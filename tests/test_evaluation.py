@@ -336,7 +336,7 @@ def test_birdnet_great_tit_individual_id_benchmark(birdnet_available, tmp_path):
     result = run_benchmark("birdnet_v2_4", "great_tit_individuals", cache_dir=tmp_path / "cache", progress=False)
     assert result.n_clips == 20 and result.classes == ["B32", "SW83"] and not result.random_weights
     assert len(result.checkpoint_sha256) == 64
-    # measured 2026-11-25: accuracy 0.80, P@1 1.00 (docs/benchmarks.md); chance is 0.55
+    # measured 2026-11-25: accuracy 1.00, P@1 1.00 (docs/benchmarks.md); chance is 0.55
     assert result.metrics["accuracy"] >= 0.7 and result.metrics["P@1"] >= 0.9
     append_local_results(result_rows(result), tmp_path / "lb")
     table = read_results_csv(tmp_path / "lb" / "local_results.csv")

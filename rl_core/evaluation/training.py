@@ -38,7 +38,7 @@ class TrainingConfig(BaseModel):
     patience: int = Field(10, gt=0, description="epochs without validation improvement before stopping")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="share of the training clips held out for early stopping")
     seed: int = 0
-    standardize: bool = Field(True, description="z-score embeddings with training statistics (offline probes)")
+    standardize: bool = Field(False, description="z-score embeddings with training statistics (hurts with few clips)")
 
 
 @dataclass
