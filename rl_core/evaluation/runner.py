@@ -314,7 +314,9 @@ def result_rows(result: BenchmarkResult, benchmark_label: str = "rl_core bundled
             "source_link": "", "source_row": -1,
             "parameters": float(entry.parameters) if entry.parameters else float("nan"),
             "random_weights": result.random_weights, "date": today,
-            "notes": (f"{result.n_clips} clips, {len(result.classes)} classes, {result.folds}-fold CV"
+            "notes": (f"{result.n_clips} clips, {len(result.classes)} classes, {result.folds}-fold CV; embeddings: "
+                      f"{result.cache_misses} computed, {result.cache_hits} from cache; embed {result.embed_s:.1f} s, "
+                      f"probe fits {result.train_s:.1f} s"
                       + ("; RANDOM WEIGHTS (baseline, not ranked with trained models)" if result.random_weights else "")),
             "checkpoint_sha256": result.checkpoint_sha256, "rl_core_version": __version__, "git_commit": commit,
             "hardware": hardware(), "seed": result.seed, "protocol": PROTOCOL,
