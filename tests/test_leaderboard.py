@@ -80,7 +80,8 @@ def _append_many(directory: str, worker: int, n: int) -> None:
 
 
 def test_two_processes_appending_at_once_lose_nothing(tmp_path):
-    ctx = mp.get_context("spawn")
+    # fork where available (no re-import of torch in the children); two real OS processes either way
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 15)) for w in (1, 2)]
     for p in procs:
         p.start()
