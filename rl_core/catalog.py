@@ -59,7 +59,9 @@ def model_info(name: str, entry: ModelEntry | None = None) -> dict[str, Any]:
 
 
 def _classifier_text(info: dict[str, Any]) -> str:
-    return f"yes ({info['num_classes']} classes)" if info["has_trained_classifier"] else "no"
+    if not info["has_trained_classifier"]:
+        return "no"
+    return f"yes ({info['num_classes']} classes)" if info["num_classes"] else "yes (classes in its label map)"
 
 
 def list_models(print_table: bool = True, file: Any = None) -> dict[str, dict[str, Any]]:

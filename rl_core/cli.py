@@ -51,10 +51,17 @@ def _run_files(args: argparse.Namespace, want_scores: bool):
     model = get_model(args.model, device=args.device)
     if want_scores and not model.has_classifier:
         raise RLCoreError(f"model '{args.model}' has no classifier head: use `embed` for its embeddings")
+    class_mask = None
+    if want_scores and getattr(args, "lat", None) is not None:
+        from rl_core.birdnet_location import expected_species_mask
+
+        if model.name != "birdnet" or args.lon is None or args.week is None:
+            raise RLCoreError("--lat/--lon/--week (BirdNET's location filter) need all three and a BirdNET model")
+        class_mask = expected_species_mask(args.lat, args.lon, args.week)
     results, failures = [], 0
     for file in args.files:
         try:
-            results.append(run_file(model, file, hop_s=args.hop, want_scores=want_scores))
+            results.append(run_file(model, file, hop_s=args.hop, want_scores=want_scores, class_mask=class_mask))
         except RLCoreError as err:
             failures += 1
             print(f"error: {file}: {err}", file=sys.stderr)
@@ -108,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("--min-score", type=float, default=0.0)
     predict.add_argument("--csv", help="write the CSV here instead of stdout")
+    predict.add_argument("--lat", type=float, help="BirdNET location filter: latitude of the recording site")
+    predict.add_argument("--lon", type=float, help="BirdNET location filter: longitude")
+    predict.add_argument("--week", type=int, help="BirdNET location filter: week of year, 1-48 (4 per month)")
     predict.set_defaults(func=cmd_predict)
 
     embed = sub.add_parser("embed", help="one pooled embedding per file, saved as .npz")

@@ -34,6 +34,14 @@ class FileResult:
     embeddings: np.ndarray | None
     labels: list[str] | None
     common_names: list[str] | None
+    #: optional boolean (C,) mask of classes to report (e.g. BirdNET's location/season filter)
+    class_mask: np.ndarray | None = None
+
+    def reported_scores(self) -> np.ndarray:
+        """Scores with classes outside ``class_mask`` set to 0 (the stored scores stay complete)."""
+        if self.scores is None:
+            raise ValueError("this model has no classifier head: it gives embeddings, not species predictions")
+        return self.scores if self.class_mask is None else np.where(self.class_mask[None, :], self.scores, 0.0)
 
     @property
     def num_windows(self) -> int:
@@ -47,14 +55,13 @@ class FileResult:
 
     def top_k_table(self, k: int = 5, min_score: float = 0.0) -> pd.DataFrame:
         """Top-k classes per window with the CLI's columns."""
-        if self.scores is None or self.labels is None:
-            raise ValueError("this model has no classifier head: it gives embeddings, not species predictions")
-        k = max(1, min(int(k), self.scores.shape[1]))
-        order = np.argsort(-self.scores, axis=1, kind="stable")[:, :k]
+        scores = self.reported_scores()
+        k = max(1, min(int(k), scores.shape[1]))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         rows = []
         for w in range(self.num_windows):
             for rank, idx in enumerate(order[w], start=1):
-                score = float(self.scores[w, idx])
+                score = float(scores[w, idx])
                 if score < min_score:
                     continue
                 rows.append((self.file.name, round(float(self.starts[w]), 3), round(float(self.ends[w]), 3), rank,
@@ -63,16 +70,15 @@ class FileResult:
 
     def file_summary(self, k: int = 5) -> pd.DataFrame:
         """Classes ranked by their best window score over the whole file."""
-        if self.scores is None or self.labels is None:
-            raise ValueError("this model has no classifier head")
-        best = self.scores.max(axis=0)
+        scores = self.reported_scores()
+        best = scores.max(axis=0)
         order = np.argsort(-best, kind="stable")[:k]
         return pd.DataFrame({
             "rank": np.arange(1, len(order) + 1),
             "scientific_name": [self.labels[i] for i in order],
             "common_name": [self.common_names[i] if self.common_names else "" for i in order],
             "max_score": best[order].astype(float),
-            "best_window_start_s": [float(self.starts[int(np.argmax(self.scores[:, i]))]) for i in order],
+            "best_window_start_s": [float(self.starts[int(np.argmax(scores[:, i]))]) for i in order],
         })
 
 
@@ -84,6 +90,7 @@ def run_file(
     want_embeddings: bool = True,
     progress: Progress | None = None,
     batch_size: int | None = None,
+    class_mask: np.ndarray | None = None,
 ) -> FileResult:
     """Slide the model's window over ``path`` (streamed block by block) and collect scores and embeddings."""
     path = Path(path)
@@ -132,6 +139,7 @@ def run_file(
         embeddings=np.concatenate(embeddings) if embeddings else None,
         labels=labels,
         common_names=list(model.common_names) if model.common_names and has_head else None,
+        class_mask=class_mask,
     )
 
 
