@@ -341,3 +341,16 @@ def test_birdnet_great_tit_individual_id_benchmark(birdnet_available, tmp_path):
     append_local_results(result_rows(result), tmp_path / "lb")
     table = read_results_csv(tmp_path / "lb" / "local_results.csv")
     assert set(table["family"]) == {"BirdNET"} and (table["checkpoint_sha256"] == result.checkpoint_sha256).all()
+
+
+def test_random_init_baseline_rows_are_flagged(tmp_path, tone_folder):
+    from rl_core.evaluation.runner import custom_benchmark, random_init_model, run_and_record
+
+    a, b = random_init_model(TINY), random_init_model(TINY)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    spec = custom_benchmark(folder_dataset(tone_folder, name="tones"), folds=3)
+    results, rows = run_and_record([], [spec], training=TrainingConfig(epochs=20), cache_dir=tmp_path / "c",
+                                   leaderboard_dir=tmp_path / "lb", progress=False, random_init=[TINY])
+    assert len(results) == 1 and results[0].random_weights and results[0].checkpoint_sha256 == ""
+    assert all(r["random_weights"] and "RANDOM WEIGHTS" in r["notes"] for r in rows)
+    assert "random-init-seed0" in (tmp_path / "c").joinpath(TINY).glob("*/key.json").__next__().read_text()
