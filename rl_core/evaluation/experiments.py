@@ -145,7 +145,7 @@ def train(config: TrainRunConfig | dict | str | Path, progress: bool = True) -> 
     metrics = (multilabel_metrics if ds.multi_label else classification_metrics)(targets[test_idx], scores)
     out = Path(cfg.output_dir)
     if not out.is_absolute() and base is not None:
-        out = base / out
+        out = (base / out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".probe.pt.tmp"
     torch.save(probe.state_dict(), tmp)
