@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -197,9 +197,3 @@ class Standardizer:
     def state(self) -> dict[str, list[float]]:
         return {"mean": self.mean.ravel().tolist(), "std": self.std.ravel().tolist()}
 
-
-def class_indices_in(targets: np.ndarray, classes: Sequence[str]) -> list[str]:
-    """Classes (names) present in ``targets`` (indices or multi-hot)."""
-    if targets.ndim == 2:
-        return [classes[i] for i in np.flatnonzero(targets.any(axis=0))]
-    return [classes[i] for i in sorted(set(int(t) for t in targets))]
