@@ -370,3 +370,21 @@ def test_main_cli_benchmark_list_and_build_leaderboard(tmp_path, capsys):
         assert len(read_results_csv(tmp_path / "published_results.csv")) == 2483
     assert main(["evaluate", "--config", str(tmp_path / "missing.yml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_run_interrupted_by_a_bad_file_resumes_from_the_cache(tmp_path, tone_folder):
+    from rl_core.errors import AudioError
+
+    model = build_model(TINY, device="cpu")
+    ds = folder_dataset(tone_folder)  # high_0..5 then low_0..5
+    broken = ds.clips[6].path
+    good_bytes = broken.read_bytes()
+    broken.write_bytes(good_bytes[:30])  # a truncated WAV header: decoding fails mid-run
+    cache = EmbeddingCache(tmp_path / "c", TINY, "sha", ["last_layer"], "mean", SAMPLE_RATE, 8000)
+    with pytest.raises(AudioError):
+        embed_dataset(model, ds, cache, progress=False)
+    assert len(cache) == 6  # everything finished before the failure was kept
+    broken.write_bytes(good_bytes)
+    resumed = EmbeddingCache(tmp_path / "c", TINY, "sha", ["last_layer"], "mean", SAMPLE_RATE, 8000)
+    embed_dataset(model, ds, resumed, progress=False)
+    assert (resumed.stats.hits, resumed.stats.misses) == (6, 6)
