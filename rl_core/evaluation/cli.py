@@ -49,12 +49,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{spec.name}: {spec.description}\n")
         sys.stdout.write(f"models with weights here: {', '.join(models_with_weights()) or 'none'}\n")
         return 0
-    models = args.models or models_with_weights()
-    if not models:
+    models = models_with_weights() if args.models is None else args.models
+    if not models and not args.random_init:
         raise RLCoreError("no model has its weights on this machine; name one with --models")
     results, rows = run_and_record(models, args.benchmarks or list(BUNDLED_BENCHMARKS), seeds=args.seeds,
                                    cache_dir=args.cache_dir, leaderboard_dir=args.leaderboard_dir,
-                                   write=not args.no_write, progress=not args.quiet)
+                                   write=not args.no_write, progress=not args.quiet,
+                                   random_init=args.random_init)
     _print_results(results)
     if not args.no_write:
         sys.stdout.write(f"appended {len(rows)} rows to the local leaderboard\n")
@@ -86,6 +87,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--list", action="store_true", help="list bundled benchmarks and models with weights")
     bench.add_argument("--models", nargs="*", help="registry keys (default: every model whose weights are here)")
     bench.add_argument("--benchmarks", nargs="*", help="bundled benchmark names (default: all)")
+    bench.add_argument("--random-init", nargs="*", default=[], metavar="MODEL",
+                       help="also run these architectures with seeded random weights (labelled baselines)")
     bench.add_argument("--seeds", nargs="*", type=int, default=[0])
     bench.add_argument("--cache-dir", default=None, help="embedding cache folder")
     bench.add_argument("--leaderboard-dir", default=None, help="default: leaderboard_data/")

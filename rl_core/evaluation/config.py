@@ -98,6 +98,8 @@ class EvaluateRunConfig(BaseModel):
 
     models: list[str] | Literal["available"] = Field(
         default_factory=lambda: ["birdnet_v2_4"], description="registry keys, or 'available' (weights present)")
+    random_init: list[str] = Field(default_factory=list,
+                                   description="architectures also run with seeded random weights (labelled baselines)")
     benchmarks: list[str] = Field(default_factory=lambda: ["great_tit_individuals", "multi_taxon"])
     datasets: list[DatasetSpec] = Field(default_factory=list, description="custom datasets, evaluated like benchmarks")
     folds: int = Field(5, ge=2, description="cross-validation folds for custom datasets")

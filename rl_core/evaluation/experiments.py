@@ -145,7 +145,7 @@ def train(config: TrainRunConfig | dict | str | Path, progress: bool = True) -> 
     metrics = (multilabel_metrics if ds.multi_label else classification_metrics)(targets[test_idx], scores)
     out = Path(cfg.output_dir)
     if not out.is_absolute() and base is not None:
-        out = base / out
+        out = (base / out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".probe.pt.tmp"
     torch.save(probe.state_dict(), tmp)
@@ -168,7 +168,7 @@ def evaluate(config: EvaluateRunConfig | dict | str | Path,
     """Run the benchmark protocol for every model and benchmark/dataset; append rows to the leaderboard."""
     cfg, base = _as_config(config, EvaluateRunConfig, None)
     models = models_with_weights() if cfg.models == "available" else list(cfg.models)
-    if not models:
+    if not models and not cfg.random_init:
         raise DatasetError("no model to evaluate: none has its weights on this machine")
     specs: list[Any] = list(cfg.benchmarks)
     for spec in cfg.datasets:
@@ -181,7 +181,7 @@ def evaluate(config: EvaluateRunConfig | dict | str | Path,
     if leaderboard_dir and base is not None and not Path(leaderboard_dir).is_absolute():
         leaderboard_dir = str(base / leaderboard_dir)
     results, rows = run_and_record(models, specs, cfg.probe, cfg.training, cfg.seeds, cfg.cache_dir,
-                                   leaderboard_dir, cfg.write_leaderboard, progress)
+                                   leaderboard_dir, cfg.write_leaderboard, progress, cfg.random_init)
     if cfg.results_csv:
         path = Path(cfg.results_csv)
         if not path.is_absolute() and base is not None:

@@ -238,6 +238,25 @@ def cross_validated_scores(
     return scores, train_s
 
 
+RANDOM_INIT_SEED = 0
+
+
+def random_init_model(name: str) -> ModelBase:
+    """The architecture of ``name`` with random weights drawn from a fixed seed (no checkpoint is read)."""
+    from rl_core.loading import build_model
+
+    torch.manual_seed(RANDOM_INIT_SEED)
+    model = build_model(name, device="cpu")
+    model.eval()
+    return model
+
+
+def _cached_model(name: str) -> ModelBase:
+    from rl_core.cache import get_model
+
+    return get_model(name)
+
+
 def is_random_weights(name: str, model: ModelBase, sha: str) -> bool:
     entry = get_model_entry(name)
     return bool(entry.random_weights or (not sha and not model.pretrained))
@@ -252,8 +271,12 @@ def run_benchmark(
     cache_dir: str | Path | None = None,
     model: ModelBase | None = None,
     progress: bool = True,
+    random_init: bool = False,
 ) -> BenchmarkResult:
-    """Embed (cached), cross-validate a probe, compute retrieval and clustering metrics."""
+    """Embed (cached), cross-validate a probe, compute retrieval and clustering metrics.
+
+    ``random_init=True`` runs the architecture with seeded random weights (a baseline; its rows are flagged).
+    """
     start = time.perf_counter()
     spec = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
     probe_config = probe_config or ProbeConfig(probe_type="linear")
@@ -263,14 +286,12 @@ def run_benchmark(
     dataset = spec.load()
     dataset.require_examples_per_class(2)
     if model is None:
-        from rl_core.cache import get_model
-
-        model = get_model(model_name)
-    sha = checkpoint_sha256(model_name, model)
+        model = random_init_model(model_name) if random_init else _cached_model(model_name)
+    sha = "" if random_init else checkpoint_sha256(model_name, model)
     layers = probe_config.target_layers if probe_config.target_layers != ["backbone"] else ["last_layer"]
     layers = "all" if layers == ["all"] else layers
     aggregation = probe_config.aggregation if probe_config.aggregation in ("mean", "max", "cls_token") else "mean"
-    cache = EmbeddingCache(cache_dir, model_name, sha or "random-weights", layers, aggregation,
+    cache = EmbeddingCache(cache_dir, model_name, sha or f"random-init-seed{RANDOM_INIT_SEED}", layers, aggregation,
                            model.sample_rate, model.window_samples)
     t0 = time.perf_counter()
     embeddings = embed_dataset(model, dataset, cache, layers, aggregation, progress=progress)
@@ -287,7 +308,7 @@ def run_benchmark(
         model=model_name, benchmark=spec.name, task=spec.task, metrics=metrics, n_clips=len(dataset),
         classes=list(dataset.classes), seed=seed, wall_time_s=time.perf_counter() - start, embed_s=embed_s,
         train_s=train_s, cache_hits=cache.stats.hits, cache_misses=cache.stats.misses,
-        random_weights=is_random_weights(model_name, model, sha), checkpoint_sha256=sha,
+        random_weights=random_init or is_random_weights(model_name, model, sha), checkpoint_sha256=sha,
         probe_type=probe_config.probe_type, folds=spec.folds,
     )
 
@@ -314,7 +335,9 @@ def result_rows(result: BenchmarkResult, benchmark_label: str = "rl_core bundled
             "source_link": "", "source_row": -1,
             "parameters": float(entry.parameters) if entry.parameters else float("nan"),
             "random_weights": result.random_weights, "date": today,
-            "notes": (f"{result.n_clips} clips, {len(result.classes)} classes, {result.folds}-fold CV"
+            "notes": (f"{result.n_clips} clips, {len(result.classes)} classes, {result.folds}-fold CV; embeddings: "
+                      f"{result.cache_misses} computed, {result.cache_hits} from cache; embed {result.embed_s:.1f} s, "
+                      f"probe fits {result.train_s:.1f} s"
                       + ("; RANDOM WEIGHTS (baseline, not ranked with trained models)" if result.random_weights else "")),
             "checkpoint_sha256": result.checkpoint_sha256, "rl_core_version": __version__, "git_commit": commit,
             "hardware": hardware(), "seed": result.seed, "protocol": PROTOCOL,
@@ -327,21 +350,26 @@ def run_and_record(
     model_names: list[str], benchmarks: list[str | BenchmarkSpec], probe_config: ProbeConfig | None = None,
     training: TrainingConfig | None = None, seeds: list[int] | None = None, cache_dir: str | Path | None = None,
     leaderboard_dir: str | Path | None = None, write: bool = True, progress: bool = True,
+    random_init: list[str] | None = None,
 ) -> tuple[list[BenchmarkResult], list[dict[str, Any]]]:
-    """Run every (model, benchmark, seed) and append all rows to the leaderboard in one atomic write at the end."""
-    from rl_core.cache import get_model
+    """Run every (model, benchmark, seed) and append all rows to the leaderboard in one atomic write at the end.
+
+    Models named in ``random_init`` run with seeded random weights as labelled baselines.
+    """
     from rl_core.leaderboard import append_local_results
 
-    for name in model_names:
+    runs = [(name, False) for name in model_names] + [(name, True) for name in random_init or []]
+    for name, _ in runs:
         get_model_entry(name)  # unknown names fail before any work
     specs = [get_benchmark(b) if isinstance(b, str) else b for b in benchmarks]
     results, rows = [], []
-    for name in model_names:
-        model = get_model(name)
+    for name, random in runs:
+        model = random_init_model(name) if random else _cached_model(name)
         for spec in specs:
             for seed in seeds or [0]:
                 training_seeded = (training or TrainingConfig()).model_copy(update={"seed": seed})
-                result = run_benchmark(name, spec, probe_config, training_seeded, seed, cache_dir, model, progress)
+                result = run_benchmark(name, spec, probe_config, training_seeded, seed, cache_dir, model, progress,
+                                       random_init=random)
                 results.append(result)
                 label = "rl_core bundled" if spec.name in BUNDLED_BENCHMARKS else "custom"
                 rows += result_rows(result, label)
