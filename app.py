@@ -79,6 +79,7 @@ def warm_up_umap() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal HTTP request is noise
     check_device(args.device)
     log.info("flags parsed, %.1f s after the process started", time.time() - process_start())
 
