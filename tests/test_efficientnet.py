@@ -314,3 +314,17 @@ def test_bad_arguments():
     with pytest.raises(ConfigError, match="mel spectrogram"):
         rl_core.build_model_from_spec(rl_core.ModelSpec(name="efficientnet",
                                                         audio_config=rl_core.AudioConfig(representation="raw")))
+
+
+def test_audio_config_fields_override_the_esp_front_end():
+    # only the sample rate given: the other fields keep the ESP values (not AudioConfig's generic defaults)
+    model = rl_core.build_model_from_spec(rl_core.ModelSpec(name="efficientnet",
+                                                            audio_config=rl_core.AudioConfig(sample_rate=32000)))
+    assert model.sample_rate == 32000 and model.audio_config.n_fft == 800
+    assert model.audio_config.representation == "mel_spectrogram"
+    # the framework README's example front end (n_fft 2048, hop 512): 5 s gives a 4 x 5 map
+    readme = rl_core.AudioConfig(representation="mel_spectrogram", n_fft=2048, hop_length=512, win_length=2048)
+    model = rl_core.build_model_from_spec(rl_core.ModelSpec(name="efficientnet", audio_config=readme),
+                                          num_classes=10, return_features_only=True).eval()
+    with torch.inference_mode():
+        assert model(chirps(1, 5.0)).shape == (1, 1280, 4, 5)

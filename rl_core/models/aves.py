@@ -127,8 +127,19 @@ class Aves(ModelBase):
         ``padding_mask`` is not used: like avex and the AVES package, the whole input is encoded (HuBERT's
         convolutional GroupNorm sees padding anyway; the AVES README advises batch size 1 for padded clips).
         """
+        # The steps of torchaudio's ``extract_features``, keeping only the running output instead of a
+        # list of all layers (12 copies of the sequence add up for long recordings).
         frames, _ = self.model.feature_extractor(x, None)
-        return self.model.encoder.extract_features(frames, None)[-1]
+        x = self.model.encoder.feature_projection(frames)
+        transformer = self.model.encoder.transformer
+        x = x + transformer.pos_conv_embed(x)
+        if transformer.layer_norm_first:
+            x = transformer.layer_norm(x)
+        x = transformer.dropout(x)
+        position_bias = None
+        for layer in transformer.layers:
+            x, position_bias = layer(x, None, position_bias=position_bias)
+        return x
 
     def get_embedding_dim(self) -> int:
         return self._embedding_dim

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,19 @@ class LogMelImage(nn.Module):
         self.normalize = cfg.normalize
         window_fn = torch.hann_window if cfg.window == "hann" else torch.hamming_window
         self.register_buffer("window", window_fn(cfg.win_length), persistent=False)
-        fbank = torchaudio.functional.melscale_fbanks(
-            n_freqs=cfg.n_fft // 2 + 1,
-            f_min=0.0,
-            f_max=cfg.sample_rate / 2,
-            n_mels=cfg.n_mels,
-            sample_rate=cfg.sample_rate,
-            norm=None,
-            mel_scale="htk",
-        )  # (n_freqs, n_mels)
+        with warnings.catch_warnings():
+            # With n_fft 800 the lowest HTK bands fall between FFT bins and are all zero; that is the
+            # official front end (the checkpoints were trained with it), so torchaudio's warning is noise.
+            warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+            fbank = torchaudio.functional.melscale_fbanks(
+                n_freqs=cfg.n_fft // 2 + 1,
+                f_min=0.0,
+                f_max=cfg.sample_rate / 2,
+                n_mels=cfg.n_mels,
+                sample_rate=cfg.sample_rate,
+                norm=None,
+                mel_scale="htk",
+            )  # (n_freqs, n_mels)
         self.register_buffer("mel_fbank", fbank.T.contiguous(), persistent=False)  # (n_mels, n_freqs)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -109,16 +114,22 @@ class LogMelImage(nn.Module):
 
 
 def _audio_config_for(audio_config: AudioConfig | None) -> AudioConfig:
-    """The ESP front end unless the caller configured a mel spectrogram explicitly."""
-    if audio_config is None or not audio_config.model_fields_set:
+    """The ESP front end, with the fields the caller set explicitly taking precedence.
+
+    AudioConfig's generic defaults (n_fft 2048, representation "raw") describe no EfficientNet checkpoint,
+    so fields left unset fall back to the ESP values rather than to those defaults.
+    """
+    if audio_config is None:
         return ESP_EFFICIENTNET_AUDIO
-    if audio_config.representation != "mel_spectrogram":
+    explicit = {field: getattr(audio_config, field) for field in audio_config.model_fields_set}
+    merged = ESP_EFFICIENTNET_AUDIO.model_copy(update=explicit)
+    if merged.representation != "mel_spectrogram":
         raise ConfigError(
             f"EfficientNet takes a mel spectrogram; audio_config.representation is "
-            f"'{audio_config.representation}'. Use representation: mel_spectrogram (or omit audio_config for the "
-            f"ESP front end: n_fft 800, hop 160, 128 mels)"
+            f"'{merged.representation}'. Use representation: mel_spectrogram (fields you leave out take the "
+            f"ESP front end's values: n_fft 800, hop 160, 128 mels)"
         )
-    return audio_config
+    return merged
 
 
 @register_model_class
@@ -205,7 +216,10 @@ class EfficientNet(ModelBase):
 
     def forward_features(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1280, n_mels / 32, frames / 32) feature map. ``padding_mask`` is not used by a CNN."""
-        return self.model.features(self.front_end(x))
+        # oneDNN's CPU convolutions (depthwise ones especially) run faster on channels-last input; the
+        # weights stay in the default layout, so state_dicts remain plain contiguous tensors.
+        image = self.front_end(x).contiguous(memory_format=torch.channels_last)
+        return self.model.features(image).contiguous()
 
     def get_embedding_dim(self) -> int:
         return self._embedding_dim
