@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -100,13 +99,22 @@ def throughput(family: str, batches: list[int], rounds: int, hub_dir: Path) -> l
     return rows
 
 
+def high_water_mib() -> float:
+    """This process's peak resident memory (VmHWM). getrusage's ru_maxrss is not used: on Linux it
+    carries the parent's peak into a child process."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def peak_memory_child(impl: str, family: str, batch: int, threads: int, hub_dir: str) -> None:
-    """Fresh process: report max RSS after building and after one forward pass (MiB)."""
+    """Fresh process: report peak RSS after building and after one forward pass (MiB)."""
     torch.set_num_threads(threads)
     model = build(impl, family, Path(hub_dir))
-    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    built = high_water_mib()
     timed(model, batch_audio(batch))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = high_water_mib()
     print(json.dumps({"built_mib": built, "peak_mib": peak}))
 
 
@@ -127,6 +135,7 @@ def main() -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--memory-child", nargs=3, metavar=("IMPL", "FAMILY", "BATCH"))
     parser.add_argument("--hub-dir")
+    parser.add_argument("--skip-throughput", action="store_true", help="only measure peak memory")
     args = parser.parse_args()
     if args.memory_child:
         impl, family, batch = args.memory_child
@@ -138,7 +147,7 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f}; {CLIP_SECONDS}-s clips at {SR} Hz, {args.rounds} alternating rounds")
     with tempfile.TemporaryDirectory() as tmp:
         hub_dir = Path(tmp) / "hub"
-        for family in args.families:
+        for family in args.families if not args.skip_throughput else []:
             throughput(family, args.batches, args.rounds, hub_dir)
         for family in args.families:
             for batch in args.batches:

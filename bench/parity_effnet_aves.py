@@ -69,7 +69,9 @@ def report(label: str, ours: torch.Tensor, theirs: torch.Tensor) -> bool:
     same_shape = tuple(ours.shape) == tuple(theirs.shape)
     diff = (ours - theirs).abs().max().item() if same_shape else float("inf")
     ok = same_shape and diff <= TOLERANCE
-    print(f"{label:58s} shape {tuple(ours.shape)!s:22s} max|diff| {diff:.2e}  {'PASS' if ok else 'FAIL'}")
+    scale = theirs.abs().max().item()
+    print(f"{label:52s} shape {tuple(ours.shape)!s:20s} max|avex| {scale:8.3f} max|diff| {diff:.2e}  "
+          f"{'PASS' if ok else 'FAIL'}")
     return ok
 
 

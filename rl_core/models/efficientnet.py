@@ -76,7 +76,9 @@ class LogMelImage(nn.Module):
         self.normalize = cfg.normalize
         window_fn = torch.hann_window if cfg.window == "hann" else torch.hamming_window
         self.register_buffer("window", window_fn(cfg.win_length), persistent=False)
-        with warnings.catch_warnings():
+        # torch.device("cpu"): torchaudio reads values of the filterbank while building it, which a
+        # meta-device context (used to list layers without allocating weights) cannot provide.
+        with warnings.catch_warnings(), torch.device("cpu"):
             # With n_fft 800 the lowest HTK bands fall between FFT bins and are all zero; that is the
             # official front end (the checkpoints were trained with it), so torchaudio's warning is noise.
             warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
