@@ -26,7 +26,7 @@ from torchvision.models import EfficientNet_B0_Weights, EfficientNet_B1_Weights,
 
 from rl_core.checkpoints import load_state_dict, resolve_checkpoint
 from rl_core.configs import AudioConfig
-from rl_core.errors import CheckpointNotAvailableError, ConfigError
+from rl_core.errors import CheckpointMismatchError, CheckpointNotAvailableError, ConfigError
 from rl_core.models.base import ModelBase
 from rl_core.registry import register_model_class
 
@@ -207,7 +207,7 @@ class EfficientNet(ModelBase):
         state = load_state_dict(path)
         trunk = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         if not trunk:
-            raise CheckpointNotAvailableError(f"{path} holds no EfficientNet 'features.*' weights")
+            raise CheckpointMismatchError(f"{path} holds no EfficientNet 'features.*' weights")
         self.model.features.load_state_dict(trunk, strict=True)
         log.info("loaded ImageNet weights for EfficientNet-%s from %s", self.variant.upper(), path)
 
