@@ -76,3 +76,27 @@ def test_windows_and_batching_agree(birdnet, storm_petrels):
     single = birdnet.embed_and_score(torch.zeros(1, 144000))[1]
     double = birdnet.embed_and_score(torch.zeros(2, 144000))[1]
     torch.testing.assert_close(double[0], single[0])
+
+
+def test_numpy_input_path_keeps_the_documented_conversions(birdnet):
+    """prepare_input checks float32 batches in numpy (no torch op: bench/RESULTS.md) and defers the rest."""
+    from rl_core.errors import InvalidAudioTensorError
+
+    rng = np.random.default_rng(0)
+    clip = (rng.standard_normal((2, 144000)) * 0.1).astype(np.float32)
+    fast = birdnet.prepare_input(clip)
+    assert fast.dtype == torch.float32 and fast.shape == (2, 144000)
+    assert np.array_equal(fast.numpy(), clip)
+    assert birdnet.prepare_input(torch.from_numpy(clip[0])).shape == (1, 144000)  # 1-D gains a batch axis
+    assert birdnet.prepare_input(np.zeros((1, 1000), np.float32)).shape == (1, 144000)  # short clips padded
+    pcm = (clip[:1] * 32767).astype(np.int16)
+    torch.testing.assert_close(birdnet.prepare_input(pcm), torch.from_numpy(pcm.astype(np.float32) / 32768.0))
+    torch.testing.assert_close(birdnet.prepare_input(torch.from_numpy(clip).to(torch.bfloat16)),
+                               torch.from_numpy(clip).to(torch.bfloat16).float())
+    bad = clip.copy()
+    bad[1, 5] = np.nan
+    with pytest.raises(InvalidAudioTensorError, match="NaN"):
+        birdnet.embed_and_score(bad)
+    embeddings, scores = birdnet.embed_and_score(clip)
+    assert embeddings.shape == (2, 1024) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores, torch.sigmoid(birdnet(torch.from_numpy(clip))), rtol=1e-5, atol=1e-6)

@@ -181,6 +181,28 @@ class BirdNET(ModelBase):
                 embeddings[i : i + n] = self._interpreter.get_tensor(self._embedding_index)[:n]
         return logits, embeddings
 
+    def prepare_input(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``ModelBase.prepare_input``, with the usual case (finite float32 (B, samples), long enough) checked in
+        numpy, without torch ops.
+
+        torch runs ``isfinite`` on a 144000-sample window (and ``sigmoid`` on a batch of logits) as an OpenMP
+        parallel region, after which its OpenMP workers spin-wait on the cores that the LiteRT/XNNPACK threads need:
+        on a 2-core CPU that made ``embed_and_score`` 2-3x slower per window at batch 1 (bench/RESULTS.md). BirdNET
+        computes in LiteRT on numpy arrays, so it needs no torch op; other inputs take the base class path.
+        """
+        cpu_float = isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype == torch.float32
+        arr = x.detach().numpy() if cpu_float else x
+        if (
+            isinstance(arr, np.ndarray)
+            and arr.dtype == np.float32
+            and arr.ndim == 2
+            and arr.shape[0] > 0
+            and arr.shape[1] >= self.min_input_samples
+            and np.isfinite(arr).all()
+        ):
+            return torch.from_numpy(np.ascontiguousarray(arr))
+        return super().prepare_input(x)
+
     def forward_features(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """BirdNET exposes only its pooled 1024-d embedding: (B, 1024)."""
         return torch.from_numpy(self._run(x)[1])
@@ -191,4 +213,6 @@ class BirdNET(ModelBase):
 
     def embed_and_score(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         logits, embeddings = self._run(self.prepare_input(x))
-        return torch.from_numpy(embeddings), torch.sigmoid(torch.from_numpy(logits))
+        # sigmoid in numpy (see prepare_input): exp(-log(1 + exp(-z))), without overflow for any z
+        scores = np.exp(-np.logaddexp(np.float32(0), -logits)).astype(np.float32, copy=False)
+        return torch.from_numpy(embeddings), torch.from_numpy(scores)
