@@ -17,7 +17,6 @@ import urllib.parse
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchaudio
@@ -234,4 +233,4 @@ class EfficientNet(ModelBase):
         return f"variant={self.variant}, " + super().extra_repr()
 
 
-__all__: list[Any] = ["EfficientNet", "ESP_EFFICIENTNET_AUDIO", "LogMelImage"]
+__all__ = ["EfficientNet", "ESP_EFFICIENTNET_AUDIO", "LogMelImage"]
