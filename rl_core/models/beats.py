@@ -184,6 +184,7 @@ class TransformerEncoder(nn.Module):
         self.pos_conv = nn.Sequential(parametrizations.weight_norm(conv, name="weight", dim=2))
         self.layers = nn.ModuleList(EncoderLayer(dim, num_layers=num_layers) for _ in range(num_layers))
         for layer in self.layers[1:]:  # one bias table, owned by layer 0, seen under every layer's name
+            del layer.self_attn.relative_attention_bias  # re-added last: the checkpoints' key order
             layer.self_attn.relative_attention_bias = self.layers[0].self_attn.relative_attention_bias
         self.layer_norm = nn.LayerNorm(dim)
 
