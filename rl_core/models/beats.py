@@ -293,7 +293,7 @@ class BEATs(ModelBase):
         if self.use_naturelm:
             x = x.clamp(-1.0, 1.0)
         if padding_mask is not None:
-            padding_mask = padding_mask.to(device=x.device, dtype=torch.bool)
+            padding_mask = torch.as_tensor(padding_mask).to(device=x.device, dtype=torch.bool)
             if padding_mask.ndim == 1:
                 padding_mask = padding_mask.unsqueeze(0)
             if padding_mask.shape[0] != x.shape[0] or padding_mask.shape[1] > x.shape[1]:
