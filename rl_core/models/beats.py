@@ -259,8 +259,8 @@ class BEATs(ModelBase):
         (``backbone.predictor``, 768 -> ``predictor_classes``), as the ESP SL and NatureLM files do. It only
         makes those files load; outputs never use it.
       use_naturelm: clip the waveform to [-1, 1] first, as NatureLM's BEATs was trained.
-      precision: "float32", or "bfloat16" to run the transformer under autocast (front end stays float32;
-        see bench/RESULTS.md for its accuracy against float32).
+      precision: "float32", or "bfloat16": the transformer runs under autocast with its Linear weights stored in
+        bf16 (front end, norms and heads stay float32; see bench/RESULTS.md for its accuracy against float32).
     """
 
     name = "beats"
@@ -283,6 +283,14 @@ class BEATs(ModelBase):
         self.use_naturelm = use_naturelm
         self.precision = precision
         self.backbone = BEATsBackbone(fine_tuned=fine_tuned, predictor_classes=predictor_classes)
+        if precision == "bfloat16":
+            # Autocast would round every matmul weight to bf16 again on every call; storing them in bf16 gives
+            # the same numbers, ~25% faster at batch 1, in half the memory. Norms, biases of the position table,
+            # the front end and any head stay float32.
+            for block in (self.backbone.post_extract_proj, self.backbone.encoder.layers):
+                for module in block.modules():
+                    if isinstance(module, nn.Linear):
+                        module.to(torch.bfloat16)
         if self.num_classes is not None:
             self.classifier = nn.Linear(EMBED_DIM, self.num_classes)
 
