@@ -27,5 +27,10 @@ run: $(STAMP)
 test: $(DEV_STAMP)
 	$(PY) -m pytest
 
+# Benchmarks print figures (not tests); record them in bench/RESULTS.md. Scripts that compare against a peer
+# package (avex, birdnet) need its separate venv and skip that comparison when it is absent.
+bench: $(DEV_STAMP)
+	for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
 clean-venv:
 	rm -rf $(VENV)

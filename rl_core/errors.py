@@ -28,6 +28,10 @@ class AudioDecodeError(AudioError):
     """The file has an audio extension but its content cannot be decoded (truncated, not audio)."""
 
 
+class TruncatedAudioError(AudioDecodeError):
+    """The WAV header declares more audio than the file holds (copy interrupted, recorder lost power)."""
+
+
 class EmptyAudioError(AudioError):
     """The file decodes but holds no samples (or is 0 bytes long)."""
 

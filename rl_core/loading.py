@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from rl_core.checkpoints import load_state_dict, resolve_checkpoint
-from rl_core.configs import ModelEntry, ModelSpec, load_model_entry_yaml, suggest
+from rl_core.configs import AudioConfig, ModelEntry, ModelSpec, load_model_entry_yaml, suggest
 from rl_core.errors import CheckpointError, CheckpointMismatchError, ConfigError, UnknownModelError
 from rl_core.models.base import ModelBase
 from rl_core.registry import get_model_class, get_model_entry, registered_models
@@ -92,8 +92,13 @@ def build_model(name: str, device: str | torch.device | None = "cpu", **kwargs: 
     try:
         spec = get_model_entry(name).model_spec
     except UnknownModelError:
-        get_model_class(name)  # raises UnknownModelError listing classes when this is no class either
-        spec = ModelSpec(name=name, device=str(device or "cpu"))
+        cls = get_model_class(name)  # raises UnknownModelError listing classes when this is no class either
+        # A bare class name gets the class's own sample rate and window, not AudioConfig's 16 kHz / 10 s.
+        audio = AudioConfig(
+            sample_rate=cls.default_sample_rate,
+            target_length_seconds=getattr(cls, "default_window_seconds", 10.0),
+        )
+        spec = ModelSpec(name=name, device=str(device or "cpu"), audio_config=audio)
     return build_model_from_spec(spec, device=device, **kwargs)
 
 
@@ -195,7 +200,7 @@ def load_model(
     )
     if state_dict is not None:
         _apply_state_dict(net, state_dict, keep_classifier=keep_classifier, source=checkpoint)
-    if entry.class_mapping_path and net.num_classes is not None and (keep_classifier or not checkpoint):
+    if entry.class_mapping_path and keep_classifier:  # labels describe the trained head only
         mapping = load_class_mapping_file(entry.class_mapping_path, model_name=name)
         if len(mapping["label_to_index"]) != net.num_classes:
             raise CheckpointError(
@@ -228,10 +233,16 @@ def load_class_mapping(name: str) -> dict[str, dict[Any, Any]] | None:
 
 
 def list_model_layers(name: str | ModelSpec) -> list[str]:
-    """Names of the layers usable in ``extract_embeddings(layers=...)`` (built with random weights on the CPU)."""
+    """Names of the layers usable in ``extract_embeddings(layers=...)`` (built on the meta device: no weights are allocated)."""
     spec = name if isinstance(name, ModelSpec) else get_model_entry(name).model_spec
-    model = build_model_from_spec(spec, device="cpu")
-    return model.list_layers()
+    cls = get_model_class(spec.name)
+    args = _class_kwargs(cls, {**spec.extra_kwargs, "audio_config": spec.audio_config}, f"model '{spec.name}'")
+    try:
+        # On the meta device no memory is allocated (Bird-MAE-Huge would take 2.5 GB for a list of names).
+        with torch.device("meta"):
+            return cls(device="cpu", **args).list_layers()
+    except Exception:  # an architecture whose constructor computes on real tensors
+        return build_model_from_spec(spec, device="cpu").list_layers()
 
 
 def all_model_names() -> list[str]:

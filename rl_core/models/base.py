@@ -45,6 +45,10 @@ class ModelBase(nn.Module):
     has_cls_token: ClassVar[bool] = False
     #: shorter inputs are zero-padded to this many samples (e.g. one patch)
     min_input_samples: ClassVar[int] = 400
+    #: windows per forward pass in file inference (BirdNET: 1, it is fastest unbatched on CPU)
+    preferred_batch_size: ClassVar[int] = 8
+    #: common names in head order, where the model has them (BirdNET)
+    common_names: list[str] | None = None
 
     def __init__(
         self,
@@ -96,6 +100,11 @@ class ModelBase(nn.Module):
     @property
     def window_samples(self) -> int:
         return int(round(self.audio_config.target_length_seconds * self.sample_rate))
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether forward() gives class logits (a trained or new head) rather than embeddings."""
+        return self.classifier is not None
 
     @property
     def class_labels(self) -> list[str] | None:
@@ -161,6 +170,14 @@ class ModelBase(nn.Module):
         if self.classifier is not None:
             return self.classifier(embedding)
         return embedding
+
+    @torch.inference_mode()
+    def embed_and_score(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One pass: pooled embeddings (B, D) and class scores (B, C), or None without a head."""
+        embedding = self.pool(self.forward_features(self.prepare_input(x)))
+        if self.classifier is None:
+            return embedding, None
+        return embedding, self.scores(self.classifier(embedding))
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Turn head logits into class scores with the model's activation."""
