@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import statistics
@@ -36,6 +37,7 @@ from beats_avex_reference import build_avex_beats  # noqa: E402
 CLIP_SECONDS = 10.0
 SR = 16000
 KEY = "esp_aves2_naturelm_audio_v1_beats"
+HAVE_AVEX = importlib.util.find_spec("avex") is not None
 CONFIGS = [
     # (name, implementation, bfloat16?)
     ("avex fp32", "avex", False),
@@ -43,6 +45,9 @@ CONFIGS = [
     ("avex + autocast bf16", "avex", True),
     ("rl_core bf16", "rl_core", True),
 ]
+if not HAVE_AVEX:  # e.g. `make bench` in the project venv: rl_core alone, ratios against rl_core fp32
+    CONFIGS = [c for c in CONFIGS if c[1] != "avex"]
+BASELINE = CONFIGS[0][0]
 
 
 def proc_status_mb(field: str) -> float:
@@ -105,7 +110,14 @@ def main() -> None:
     from safetensors.torch import save_file
 
     weights = Path(tempfile.mkdtemp(prefix="beats_bench_")) / "naturelm_random.safetensors"
-    ref = build_avex_beats(KEY, None, seed=0)
+    if HAVE_AVEX:
+        ref = build_avex_beats(KEY, None, seed=0)
+    else:
+        import rl_core
+
+        print("avex is not installed: timing rl_core alone (run with /work/avex-venv/bin/python to compare)")
+        torch.manual_seed(0)
+        ref = rl_core.build_model(KEY)
     save_file({k: v.detach().clone().contiguous() for k, v in ref.state_dict().items()}, str(weights))
     del ref
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average at start "
@@ -141,16 +153,16 @@ def main() -> None:
             memory[(batch, name)] = json.loads(done.stdout.strip().splitlines()[-1])
 
     print(f"\nload average at end {os.getloadavg()[0]:.1f}\n")
-    print(f"{'batch':>5} {'configuration':<22} {'best s':>7} {'audio s/s':>9} {'x avex fp32':>11} "
+    print(f"{'batch':>5} {'configuration':<22} {'best s':>7} {'audio s/s':>9} {'x ' + BASELINE:>13} "
           f"{'model MB':>9} {'peak MB':>8} {'activ. MB':>9}")
     for batch in args.batches:
-        base = timing[(batch, "avex fp32")]
+        base = timing[(batch, BASELINE)]
         for name, _, _ in CONFIGS:
             times = timing[(batch, name)]
             ratio = statistics.median(b / t for b, t in zip(base, times))
             mem = memory[(batch, name)]
             print(f"{batch:>5} {name:<22} {min(times):>7.2f} {batch * CLIP_SECONDS / min(times):>9.1f} "
-                  f"{ratio:>10.2f}x {mem['model_mb']:>9.0f} {mem['peak_mb']:>8.0f} "
+                  f"{ratio:>12.2f}x {mem['model_mb']:>9.0f} {mem['peak_mb']:>8.0f} "
                   f"{mem['peak_mb'] - mem['model_mb']:>9.0f}")
 
 
