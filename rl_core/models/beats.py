@@ -86,9 +86,6 @@ class KaldiFbank(nn.Module):
         banks = torch.clamp(torch.minimum(rising, falling), min=0.0)
         return F.pad(banks, (0, 1)).T.contiguous()
 
-    def num_frames(self, num_samples: int) -> int:
-        return 0 if num_samples < self.win_length else 1 + (num_samples - self.win_length) // self.hop_length
-
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, samples) float32 (already scaled as Kaldi expects) -> (B, frames, num_mel_bins) log energies."""
         frames = waveforms.unfold(-1, self.win_length, self.hop_length)  # (B, frames, win) view, no copy
