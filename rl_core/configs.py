@@ -98,12 +98,12 @@ class ProbeConfig(BaseModel):
     probe_type: Literal["linear", "mlp", "attention", "lstm", "transformer"] = "linear"
     target_layers: list[str | int] | str = Field(default_factory=lambda: ["last_layer"])
     aggregation: Literal["mean", "max", "cls_token", "none", "concat"] = "mean"
-    input_processing: Literal["pooled", "sequence", "flatten"] = "pooled"
+    input_processing: Literal["pooled", "sequence", "flatten", "none"] = "pooled"
     freeze_backbone: bool = True
     online_training: bool = False
     hidden_dims: list[int] = Field(default_factory=lambda: [256])
     dropout_rate: float = Field(0.1, ge=0.0, lt=1.0)
-    activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "elu", "silu"] = "relu"
+    activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "elu", "silu", "swish"] = "relu"
     num_heads: int = Field(4, gt=0)
     attention_dim: int | None = Field(None, gt=0)
     num_layers: int = Field(1, gt=0)

@@ -79,3 +79,8 @@ class ChecksumMismatchError(CheckpointError):
 
 class MissingDependencyError(RLCoreError, ImportError):
     """An optional package needed for this operation is not installed."""
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+class DatasetError(RLCoreError, ValueError):
+    """A labelled dataset cannot be used as given (missing files, unknown labels, too few examples)."""

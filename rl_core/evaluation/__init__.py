@@ -1,0 +1,1 @@
+"""Datasets, embedding cache, probe training, metrics and the benchmark runner (see docs/evaluation.md)."""
