@@ -109,7 +109,8 @@ def main() -> None:
 
     from safetensors.torch import save_file
 
-    weights = Path(tempfile.mkdtemp(prefix="beats_bench_")) / "naturelm_random.safetensors"
+    tmp = tempfile.TemporaryDirectory(prefix="beats_bench_")  # removed at exit (the file is ~360 MB)
+    weights = Path(tmp.name) / "naturelm_random.safetensors"
     if HAVE_AVEX:
         ref = build_avex_beats(KEY, None, seed=0)
     else:

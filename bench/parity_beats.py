@@ -51,7 +51,8 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     rows = []
-    tmp = Path(tempfile.mkdtemp(prefix="beats_parity_"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="beats_parity_")  # removed at exit (files of ~360 MB)
+    tmp = Path(tmp_dir.name)
     for key, avex_yaml, num_classes, sr, seconds in CASES:
         ref = build_avex_beats(avex_yaml, num_classes, seed=0)
         path = tmp / f"{key}.safetensors"
