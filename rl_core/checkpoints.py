@@ -63,10 +63,11 @@ def _split_hf(url: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
-def _not_available(url: str, model_name: str | None, looked_in: Path | str, reason: str) -> CheckpointNotAvailableError:
+def _not_available(url: str, model_name: str | None, looked_in: Path | str, reason: str,
+                   kind: str = "checkpoint") -> CheckpointNotAvailableError:
     who = f"model '{model_name}'" if model_name else "this model"
     return CheckpointNotAvailableError(
-        f"checkpoint for {who} is not on this machine and could not be downloaded from {url} ({reason}). "
+        f"{kind} for {who} is not on this machine and could not be downloaded from {url} ({reason}). "
         f"Looked in: {looked_in}. To use it offline, download the file on a machine with internet access and "
         f"place it at {looked_in}, or pass checkpoint_path='/path/to/file'."
     )
@@ -90,7 +91,7 @@ def checkpoint_local_path(url: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _download_http(url: str, target: Path, model_name: str | None, sha256: str | None) -> Path:
+def _download_http(url: str, target: Path, model_name: str | None, sha256: str | None, kind: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=target.parent)
     try:
@@ -100,7 +101,7 @@ def _download_http(url: str, target: Path, model_name: str | None, sha256: str |
                     shutil.copyfileobj(response, out, length=1 << 20)
             except (urllib.error.URLError, OSError, ValueError) as err:
                 reason = getattr(err, "reason", None) or err
-                raise _not_available(url, model_name, target, f"download failed: {reason}") from None
+                raise _not_available(url, model_name, target, f"download failed: {reason}", kind) from None
         if sha256 and (actual := sha256_of(tmp_name)) != sha256.lower():
             raise ChecksumMismatchError(
                 f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; the file was not kept"
@@ -113,7 +114,7 @@ def _download_http(url: str, target: Path, model_name: str | None, sha256: str |
     return target
 
 
-def _download_gcs(url: str, target: Path, model_name: str | None, sha256: str | None) -> Path:
+def _download_gcs(url: str, target: Path, model_name: str | None, sha256: str | None, kind: str) -> Path:
     try:
         import gcsfs  # noqa: F401
     except ImportError:
@@ -129,7 +130,7 @@ def _download_gcs(url: str, target: Path, model_name: str | None, sha256: str | 
         try:
             fsspec.filesystem("gs").get(url, tmp_name)
         except Exception as err:  # gcsfs raises many types for auth/network errors
-            raise _not_available(url, model_name, target, f"download failed: {err}") from None
+            raise _not_available(url, model_name, target, f"download failed: {err}", kind) from None
         if sha256 and (actual := sha256_of(tmp_name)) != sha256.lower():
             raise ChecksumMismatchError(f"checksum mismatch for {url}: expected {sha256}, got {actual}")
         os.replace(tmp_name, target)
@@ -139,39 +140,45 @@ def _download_gcs(url: str, target: Path, model_name: str | None, sha256: str | 
     return target
 
 
-def resolve_checkpoint(url: str | os.PathLike, model_name: str | None = None, sha256: str | None = None) -> Path:
-    """Return a local file for ``url``, downloading it into the cache when needed."""
+def resolve_checkpoint(
+    url: str | os.PathLike, model_name: str | None = None, sha256: str | None = None, kind: str = "checkpoint"
+) -> Path:
+    """Return a local file for ``url``, downloading it into the cache when needed.
+
+    ``kind`` names the file in error messages ("checkpoint", "class mapping").
+    """
     url = str(url)
     if url.startswith("file://"):
         path = Path(urllib.parse.urlparse(url).path)
         if not path.is_file():
-            raise CheckpointNotAvailableError(f"checkpoint file not found: {path} (from {url})")
+            raise CheckpointNotAvailableError(f"{kind} file not found: {path} (from {url})")
         return path
     if url.startswith(("http://", "https://")):
         target = _url_cache_path(url)
         if target.is_file():
             return target
-        return _download_http(url, target, model_name, sha256)
+        return _download_http(url, target, model_name, sha256, kind)
     if url.startswith("gs://"):
         target = _url_cache_path(url)
         if target.is_file():
             return target
-        return _download_gcs(url, target, model_name, sha256)
+        return _download_gcs(url, target, model_name, sha256, kind)
     if url.startswith("hf://"):
         from huggingface_hub import hf_hub_download
         from huggingface_hub.constants import HF_HUB_CACHE
 
         repo_id, filename = _split_hf(url)
         try:
-            return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+            # A short etag timeout: offline, the lookup should fail in seconds, not after long retries.
+            return Path(hf_hub_download(repo_id=repo_id, filename=filename, etag_timeout=5))
         except Exception as err:  # offline, 404, gated repo ...: all mean "not available here"
             looked_in = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
-            raise _not_available(url, model_name, looked_in, f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+            raise _not_available(url, model_name, looked_in, f"{type(err).__name__}: {str(err).splitlines()[0]}", kind) from None
     if "://" in url:
         raise CheckpointError(f"unsupported checkpoint scheme in '{url}': use a local path, file://, https://, hf:// or gs://")
     path = Path(url).expanduser()
     if not path.is_file():
-        raise CheckpointNotAvailableError(f"checkpoint file not found: {path}")
+        raise CheckpointNotAvailableError(f"{kind} file not found: {path}")
     return path
 
 

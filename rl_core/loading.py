@@ -148,7 +148,7 @@ def _apply_state_dict(model: ModelBase, state_dict: dict[str, torch.Tensor], kee
 
 def load_class_mapping_file(path: str | Path, model_name: str | None = None) -> dict[str, dict[Any, Any]]:
     """Read a ``{label: index}`` JSON (or a list of labels) into both directions."""
-    local = resolve_checkpoint(str(path), model_name=model_name)
+    local = resolve_checkpoint(str(path), model_name=model_name, kind="class mapping")
     try:
         data = json.loads(Path(local).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -163,6 +163,31 @@ def load_class_mapping_file(path: str | Path, model_name: str | None = None) -> 
     if len(index_to_label) != len(label_to_index):
         raise ConfigError(f"class mapping {path} maps two labels to the same index")
     return {"label_to_index": label_to_index, "index_to_label": index_to_label}
+
+
+def _class_mapping_for_head(entry: ModelEntry, name: str, num_classes: int, own_checkpoint: bool) -> dict | None:
+    """The YAML's class mapping for the loaded head.
+
+    With the YAML's own checkpoint the mapping must fit (errors propagate). With a user's checkpoint it may
+    describe another head: it is attached only when it can be read and its size fits, else logged and skipped.
+    """
+    try:
+        mapping = load_class_mapping_file(entry.class_mapping_path, model_name=name)
+    except CheckpointError as err:
+        if own_checkpoint:
+            raise
+        log.warning("not attaching the class mapping of '%s' to your checkpoint's head: %s", name, err)
+        return None
+    if len(mapping["label_to_index"]) != num_classes:
+        if own_checkpoint:
+            raise CheckpointError(
+                f"class mapping of '{name}' has {len(mapping['label_to_index'])} labels but the head has "
+                f"{num_classes} classes"
+            )
+        log.warning("class mapping of '%s' has %d labels, your checkpoint's head %d: labels not attached",
+                    name, len(mapping["label_to_index"]), num_classes)
+        return None
+    return mapping
 
 
 def load_model(
@@ -201,13 +226,7 @@ def load_model(
     if state_dict is not None:
         _apply_state_dict(net, state_dict, keep_classifier=keep_classifier, source=checkpoint)
     if entry.class_mapping_path and keep_classifier:  # labels describe the trained head only
-        mapping = load_class_mapping_file(entry.class_mapping_path, model_name=name)
-        if len(mapping["label_to_index"]) != net.num_classes:
-            raise CheckpointError(
-                f"class mapping of '{name}' has {len(mapping['label_to_index'])} labels but the head has "
-                f"{net.num_classes} classes"
-            )
-        net.label_mapping = mapping
+        net.label_mapping = _class_mapping_for_head(entry, name, net.num_classes, own_checkpoint=checkpoint == entry.checkpoint_path)
     target = resolve_device(device if device is not None else spec.device)
     net = net.to(target)
     net.device = target

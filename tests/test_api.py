@@ -222,3 +222,18 @@ def test_hooks_removed_after_failure(registered):
 def test_model_knows_sample_rate(registered):
     assert load_model("tiny_trained").sample_rate == 16000
     assert load_model("birdnet_v2_4").sample_rate == 48000
+
+
+def test_own_checkpoint_with_unreachable_yaml_label_map(tmp_path, registered):
+    """A user's checkpoint for a model whose YAML label map is not here still loads (without labels)."""
+    trained, ckpt = registered
+    entry = rl_core.registry.get_model_entry("tiny_trained").model_copy(
+        update={"class_mapping_path": "http://127.0.0.1:9/label_map.json"}
+    )
+    users_copy = tmp_path / "my_finetune.safetensors"
+    users_copy.write_bytes(ckpt.read_bytes())
+    model = load_model(entry, checkpoint_path=str(users_copy))
+    assert model.num_classes == 3 and model.label_mapping is None
+    own_default = entry.model_copy(update={"checkpoint_path": str(ckpt)})
+    with pytest.raises(rl_core.errors.CheckpointNotAvailableError, match="class mapping for model"):
+        load_model(own_default)  # the YAML's own checkpoint needs its own labels
