@@ -432,8 +432,33 @@ def append_local_results(rows: Iterable[Mapping[str, Any]], directory: str | Pat
     return target
 
 
+def fill_parameters_from_registry(df: pd.DataFrame, directory: str | Path | None = None) -> pd.DataFrame:
+    """Fill unknown parameter counts from the registry.
+
+    Local results name registry keys directly; published names are matched through
+    ``leaderboard_data/model_aliases.csv`` (published name -> registry key, only where the architecture is
+    unambiguous). The count is that of rl_core's implementation of the architecture (its YAML's ``parameters``).
+    """
+    from rl_core.registry import registered_models
+
+    counts = {name: float(entry.parameters) for name, entry in registered_models().items() if entry.parameters}
+    aliases_path = data_dir(directory) / "model_aliases.csv"
+    if aliases_path.is_file():
+        aliases = pd.read_csv(aliases_path, dtype=str, keep_default_na=False)
+        for model, key in zip(aliases["model"], aliases["registry_key"]):
+            if key in counts:
+                counts.setdefault(model, counts[key])
+    df = df.copy()
+    missing = df["parameters"].isna() & df["model"].isin(counts)
+    df.loc[missing, "parameters"] = df.loc[missing, "model"].map(counts).astype("float64")
+    return df
+
+
 def load_leaderboard(data_dir_path: str | Path | None = None) -> pd.DataFrame:
-    """Published + local rows in one DataFrame with the schema's columns and dtypes (``value`` float64)."""
+    """Published + local rows in one DataFrame with the schema's columns and dtypes (``value`` float64).
+
+    Unknown parameter counts are filled from the registry (see :func:`fill_parameters_from_registry`).
+    """
     folder = data_dir(data_dir_path)
     published = read_results_csv(folder / PUBLISHED_FILE)
     local = read_results_csv(folder / LOCAL_FILE)
@@ -442,7 +467,7 @@ def load_leaderboard(data_dir_path: str | Path | None = None) -> pd.DataFrame:
     frames = [f for f in (published, local) if not f.empty]
     if not frames:
         return validate(pd.DataFrame(columns=COLUMNS))
-    return validate(pd.concat(frames, ignore_index=True))
+    return fill_parameters_from_registry(validate(pd.concat(frames, ignore_index=True)), folder)
 
 
 def rank_models(df: pd.DataFrame, benchmark: str, dataset: str, metric: str) -> pd.DataFrame:

@@ -382,13 +382,25 @@ def test_leaderboard_plots_and_sources(tmp_path):
 
 
 def test_leaderboard_takes_parameter_counts_from_the_registry():
+    from rl_core.leaderboard import fill_parameters_from_registry
     from rl_core.registry import get_model_entry
 
     df = _frame()
     df.loc[4, "model"] = "esp_aves2_eat_all"  # a local row naming a registered model, count unknown
-    filled = leaderboard.fill_parameters_from_registry(df)
+    df.loc[3, "model"] = "sl-BEATS-bio"  # a published name, matched through leaderboard_data/model_aliases.csv
+    df.loc[3, "parameters"] = float("nan")
+    filled = fill_parameters_from_registry(df)
     assert filled.loc[4, "parameters"] == get_model_entry("esp_aves2_eat_all").parameters
+    assert filled.loc[3, "parameters"] == get_model_entry("esp_aves2_sl_beats_bio").parameters
     assert filled.loc[0, "parameters"] == 90e6  # known counts are kept
+
+
+def test_real_leaderboard_has_parameter_counts_for_mapped_models():
+    df, message = leaderboard.load_data()
+    assert message == ""
+    counted = df[df["parameters"].notna()]
+    assert {"sl-BEATS-all", "EffNetB0-bio", "BirdAVES"} <= set(counted["model"])
+    assert df[df["model"] == "BirdNet"]["parameters"].isna().all()  # no sourced count: left unknown
 
 
 def test_leaderboard_update_returns_every_output():

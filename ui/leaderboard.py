@@ -42,10 +42,8 @@ def empty_frame() -> pd.DataFrame:
 
 def load_data(data_dir: str | Path | None = None) -> tuple[pd.DataFrame, str]:
     """All leaderboard rows (rl_core.leaderboard.load_leaderboard) and a message ('' when all went well)."""
-    try:
-        from rl_core.leaderboard import load_leaderboard
-    except ImportError:
-        return empty_frame(), "The leaderboard loader (rl_core.leaderboard) is not installed in this build."
+    from rl_core.leaderboard import load_leaderboard
+
     try:
         df = load_leaderboard(data_dir)
     except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps running
@@ -56,18 +54,7 @@ def load_data(data_dir: str | Path | None = None) -> tuple[pd.DataFrame, str]:
     df = df.copy()
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    return fill_parameters_from_registry(df).reset_index(drop=True), ""
-
-
-def fill_parameters_from_registry(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows naming a registered model (local results use registry keys) get its parameter count when unknown."""
-    from rl_core.registry import registered_models
-
-    counts = {name: entry.parameters for name, entry in registered_models().items() if entry.parameters}
-    missing = df["parameters"].isna() & df["model"].isin(counts)
-    if missing.any():
-        df.loc[missing, "parameters"] = df.loc[missing, "model"].map(counts).astype("float64")
-    return df
+    return df.reset_index(drop=True), ""
 
 
 def choices(df: pd.DataFrame, column: str) -> list[str]:
