@@ -7,26 +7,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from rl_core.atomic import write_text_atomic
 from rl_core.errors import RLCoreError
 
 log = logging.getLogger("rl_core.cli")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def cmd_list_models(args: argparse.Namespace) -> int:
@@ -76,7 +63,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results, failures = _run_files(args, want_scores=True)
     text = predictions_csv(results, k=args.top_k, min_score=args.min_score)
     if args.csv:
-        _write_atomic(Path(args.csv), text)
+        write_text_atomic(text, Path(args.csv))
         print(f"wrote predictions for {len(results)} file(s) to {args.csv}", file=sys.stderr)
     else:
         sys.stdout.write(text)

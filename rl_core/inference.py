@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rl_core.atomic import atomic_write
 from rl_core.audio import audio_info, iter_windows
 from rl_core.models.base import ModelBase
 
@@ -165,9 +166,6 @@ def raven_selection_table(result: FileResult, k: int = 1, min_score: float = 0.1
 
 def save_embeddings_npz(results: list[FileResult], path: str | Path) -> Path:
     """One pooled embedding row per file plus the file names (and per-window embeddings), atomically."""
-    import os
-    import tempfile
-
     path = Path(path)
     pooled = np.stack([r.pooled_embedding() for r in results]).astype(np.float32)
     payload = {
@@ -177,13 +175,6 @@ def save_embeddings_npz(results: list[FileResult], path: str | Path) -> Path:
     for i, r in enumerate(results):
         payload[f"windows_{i}"] = r.embeddings.astype(np.float32)
         payload[f"window_starts_{i}"] = r.starts
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **payload)
     return path

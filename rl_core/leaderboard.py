@@ -19,13 +19,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 
+from rl_core.atomic import atomic_write, write_text_atomic
 from rl_core.errors import ConfigError, RLCoreError
 
 log = logging.getLogger(__name__)
@@ -348,36 +348,10 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` to a temporary file beside ``path``, then rename it over ``path`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            df.to_csv(handle, index=False, lineterminator="\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``df`` as CSV through a temporary file renamed over ``path`` (never half-written)."""
+    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
+        df.to_csv(handle, index=False, lineterminator="\n")
+    return Path(path)
 
 
 def read_results_csv(path: str | Path) -> pd.DataFrame:

@@ -76,7 +76,7 @@ def test_folder_dataset_errors(tmp_path, tone_folder):
 
 
 def test_csv_dataset_segments_splits_and_multilabel(tmp_path):
-    a = _tone(tmp_path / "a.wav", 400, seconds=2.0)
+    _tone(tmp_path / "a.wav", 400, seconds=2.0)
     _tone(tmp_path / "b.wav", 900)
     (tmp_path / "d.csv").write_text("file,label,start_s,end_s,split\n"
                                     "a.wav,x;y,0,1,train\na.wav,y,1,2,test\nb.wav,x,,,train\n")

@@ -8,13 +8,11 @@ finished and never leaves a half-written entry.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rl_core.atomic import atomic_write, write_bytes_atomic
 from rl_core.audio import load_audio
 from rl_core.evaluation.datasets import AudioDataset, Clip
 from rl_core.models.base import ModelBase
@@ -119,27 +118,13 @@ class EmbeddingCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = self.folder / "key.json"
         if not meta.is_file():
-            _atomic_write_bytes(meta, json.dumps(self.key, indent=2).encode())
-        fd, tmp = tempfile.mkstemp(prefix=".emb.", suffix=".npy", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, np.asarray(embedding, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            write_bytes_atomic(json.dumps(self.key, indent=2).encode(), meta)
+        with atomic_write(path, "wb") as handle:
+            np.save(handle, np.asarray(embedding, dtype=np.float32), allow_pickle=False)
         return path
 
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.rglob("*.npy")) if self.folder.is_dir() else 0
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
 
 
 class _AudioReader:

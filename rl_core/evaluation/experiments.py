@@ -34,7 +34,8 @@ from rl_core.evaluation.runner import (
     run_and_record,
 )
 from rl_core.evaluation.training import Standardizer, fit_probe, predict_scores, validation_split
-from rl_core.leaderboard import write_csv_atomic, write_text_atomic
+from rl_core.atomic import write_text_atomic
+from rl_core.leaderboard import write_csv_atomic
 from rl_core.probes import build_probe_from_config_offline, build_probe_from_config_online
 
 log = logging.getLogger(__name__)
