@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
-    parser.add_argument("--device", default="cpu", help="torch device for the models: cpu, cuda, cuda:1, mps")
+    parser.add_argument("--device", default="auto",
+                        help="torch device for the models: auto (cuda, else mps, else cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--preload", metavar="MODEL", action="append", default=[],
                         help="load this model before serving (repeatable), so the first request is fast")
     parser.add_argument("--max-file-size", type=parse_size_mb, default=200.0, metavar="SIZE",
@@ -39,10 +40,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_device(device: str) -> None:
+def check_device(device: str) -> str:
+    """The concrete device to use ('auto' resolved); exits with a readable message when it is unusable."""
     if device == "cpu":
-        return
+        return device
     import torch
+
+    if device == "auto":
+        from rl_core.loading import resolve_device
+
+        return str(resolve_device("auto"))
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: CUDA is not available on this machine; use --device cpu")
@@ -52,6 +59,7 @@ def check_device(device: str) -> None:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as exc:
         raise SystemExit(f"--device {device}: {exc}") from None
+    return device
 
 
 def process_start() -> float:
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal HTTP request is noise
-    check_device(args.device)
+    args.device = check_device(args.device)
     log.info("flags parsed, %.1f s after the process started", time.time() - process_start())
 
     from ui import CSS_PATH, build_app, theme

@@ -164,3 +164,12 @@ def test_bad_flags_are_errors():
     out = subprocess.run([sys.executable, "app.py", "--preload", "no_such_model", "--port", str(free_port())],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "--preload no_such_model" in out.stderr
+
+
+def test_device_auto_resolves_to_best_available():
+    import app
+    from rl_core.loading import resolve_device
+
+    assert app.parse_args([]).device == "auto"
+    assert app.check_device("auto") == str(resolve_device("auto"))  # cuda, else mps, else cpu
+    assert app.check_device("cpu") == "cpu"
