@@ -11,6 +11,17 @@ import torch
 from torch import nn
 
 
+class PatchEmbed(nn.Module):
+    """(B, 1, frames, mel) spectrogram -> (B, patches, dim) with 16x16 patches, ordered time-major (t * 8 + f)."""
+
+    def __init__(self, dim: int, patch: int = 16) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection."""
 

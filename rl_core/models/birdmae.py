@@ -50,7 +50,7 @@ from torch import nn
 from rl_core.configs import AudioConfig
 from rl_core.errors import ConfigError
 from rl_core.kaldi_fbank import KaldiFbank
-from rl_core.models._vit_parts import Attention, Mlp, sincos_2d
+from rl_core.models._vit_parts import Attention, Mlp, PatchEmbed, sincos_2d
 from rl_core.models.base import ModelBase
 from rl_core.registry import register_model_class
 
@@ -67,17 +67,6 @@ PATCH = 16
 FBANK_MEAN = -7.2
 FBANK_STD = 4.43
 NORM_EPS = 1e-6
-
-
-class PatchEmbed(nn.Module):
-    """(B, 1, 512, 128) -> (B, 256, dim), patches ordered time-major (t * 8 + f)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(1, dim, kernel_size=PATCH, stride=PATCH)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class PreNormBlock(nn.Module):

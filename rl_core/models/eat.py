@@ -46,7 +46,7 @@ from torch import nn
 
 from rl_core.errors import ConfigError
 from rl_core.kaldi_fbank import KaldiFbank
-from rl_core.models._vit_parts import Attention, Mlp, sincos_2d
+from rl_core.models._vit_parts import Attention, Mlp, PatchEmbed, sincos_2d
 from rl_core.models.base import ModelBase
 from rl_core.registry import register_model_class
 
@@ -60,17 +60,6 @@ MEL_BINS = 128
 TARGET_FRAMES = 1024  # 10.24 s of 10-ms frames
 MAX_TIME_PATCHES = 768  # length of the positional table in the public HF config (``max_length``)
 NORM_EPS = 1e-6
-
-
-class PatchEmbed(nn.Module):
-    """(B, 1, frames, mel) spectrogram -> (B, patches, dim), patches ordered time-major (t * 8 + f)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(1, dim, kernel_size=PATCH, stride=PATCH)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class FixedPositions(nn.Module):
