@@ -100,3 +100,22 @@ def test_numpy_input_path_keeps_the_documented_conversions(birdnet):
     embeddings, scores = birdnet.embed_and_score(clip)
     assert embeddings.shape == (2, 1024) and scores.dtype == torch.float32
     torch.testing.assert_close(scores, torch.sigmoid(birdnet(torch.from_numpy(clip))), rtol=1e-5, atol=1e-6)
+
+
+def test_registry_parameter_count_matches_the_tflite_file():
+    """The YAML's parameter count is the number of elements in the model file's constant tensors."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from rl_core.models.birdnet import MODEL_FILE, birdnet_dir
+    from rl_core.registry import get_model_entry
+
+    raw = (birdnet_dir() / MODEL_FILE).read_bytes()
+    model = schema.Model.GetRootAsModel(raw, 0)
+    graph = model.Subgraphs(0)
+    total = 0
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        buffer = model.Buffers(tensor.Buffer())
+        if buffer is not None and buffer.DataLength() > 0:
+            total += int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
+    assert get_model_entry("birdnet_v2_4").parameters == total
