@@ -151,13 +151,17 @@ def parse_model_entry(data: dict[str, Any], where: str) -> ModelEntry:
         raise ConfigError(format_validation_error(err, where)) from None
 
 
-def load_model_entry_yaml(path: str | Path) -> ModelEntry:
-    """Read a model YAML file (``yaml.safe_load``) into a :class:`ModelEntry`."""
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """``yaml.safe_load`` of a file, with a ConfigError naming the file when it is missing or malformed."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"model YAML not found: {path}") from None
+        raise ConfigError(f"{what} not found: {path}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    return parse_model_entry(data, str(path))
+
+
+def load_model_entry_yaml(path: str | Path) -> ModelEntry:
+    """Read a model YAML file into a :class:`ModelEntry`."""
+    return parse_model_entry(read_yaml(path, "model YAML"), str(path))

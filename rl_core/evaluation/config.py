@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rl_core.configs import ProbeConfig, suggest
+from rl_core.configs import ProbeConfig, read_yaml, suggest
 from rl_core.errors import ConfigError
 from rl_core.evaluation.datasets import (
     AudioDataset,
@@ -144,11 +143,4 @@ def parse_config(data: Any, cls: type[Cfg], where: str) -> Cfg:
 
 def load_config(path: str | Path, cls: type[Cfg]) -> Cfg:
     """Read and validate a YAML config (``yaml.safe_load``); errors name the file and the key."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    return parse_config(data, cls, str(path))
+    return parse_config(read_yaml(path, "config file"), cls, str(path))
