@@ -131,10 +131,18 @@ def audio_info(path: str | Path) -> AudioInfo:
             log.debug("soundfile cannot read %s (%s); trying audioread", path, err)
             if path.suffix.lower() in {".wav", ".wave", ".flac", ".aif", ".aiff"}:
                 raise _bad_file(path, str(err)) from None
-    data, sr = _decode_with_librosa(path)
-    if data.size == 0:
+    # audioread reads the header (rate, channels, duration) without decoding; the blocks decode later, once.
+    import audioread
+
+    try:
+        with audioread.audio_open(str(path)) as reader:
+            sr, channels, duration = int(reader.samplerate), int(reader.channels), float(reader.duration)
+    except Exception as err:  # audioread raises backend-specific errors
+        raise _bad_file(path, f"{type(err).__name__}: {err}") from None
+    frames = int(round(duration * sr))
+    if frames <= 0:
         raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
-    return AudioInfo(path, sr, 1, int(data.shape[-1]), path.suffix.lstrip(".").upper())
+    return AudioInfo(path, sr, channels, frames, path.suffix.lstrip(".").upper())
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:
