@@ -319,22 +319,7 @@ class OnlineProbe(nn.Module):
         backbone = self.backbone
         if not self.layer_names:
             return [backbone._as_tokens(backbone.forward_features(audio))]
-        modules = backbone.layer_modules()
-        captured: dict[str, torch.Tensor] = {}
-        handles = []
-
-        def make_hook(name: str):
-            def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-                captured[name] = backbone._as_tokens(output)
-            return hook
-
-        try:
-            for name in dict.fromkeys(self.layer_names):
-                handles.append(modules[name].register_forward_hook(make_hook(name)))
-            backbone.forward_features(audio)
-        finally:
-            for handle in handles:
-                handle.remove()
+        captured = backbone.capture_layer_tokens(self.layer_names, lambda: backbone.forward_features(audio))
         return [captured[name] for name in self.layer_names]
 
     def features(self, audio: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,7 @@ class Aves(ModelBase):
     """AVES / BirdAVES encoder on raw waveforms; optional linear head on the mean-pooled frames."""
 
     name = "aves"
+    cpu_micro_batch = 2
     default_sample_rate = 16000
     classifier_prefix = "classifier."
     #: the convolutional front end needs one receptive field (400 samples = 25 ms) for one frame
@@ -127,6 +128,9 @@ class Aves(ModelBase):
         ``padding_mask`` is not used: like avex and the AVES package, the whole input is encoded (HuBERT's
         convolutional GroupNorm sees padding anyway; the AVES README advises batch size 1 for padded clips).
         """
+        return self.in_micro_batches(self._encode, x)
+
+    def _encode(self, x: torch.Tensor, _padding_mask: None = None) -> torch.Tensor:
         # The steps of torchaudio's ``extract_features``, keeping only the running output instead of a
         # list of all layers (12 copies of the sequence add up for long recordings).
         frames, _ = self.model.feature_extractor(x, None)

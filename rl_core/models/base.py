@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +49,11 @@ class ModelBase(nn.Module):
     preferred_batch_size: ClassVar[int] = 8
     #: common names in head order, where the model has them (BirdNET)
     common_names: list[str] | None = None
+    #: on the CPU, larger batches run as micro-batches of this many clips (None: whole batch at once). A
+    #: transformer's matrix multiplies already run at the CPU's full speed on one 10-s clip, while a whole
+    #: batch's (B, heads, T, T) attention buffers or long conv maps outgrow glibc's mmap threshold and are
+    #: page-faulted afresh in every layer (bench/RESULTS.md: "CPU micro-batches"); results are unchanged.
+    cpu_micro_batch: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -81,6 +86,46 @@ class ModelBase(nn.Module):
     def layer_modules(self) -> "OrderedDict[str, nn.Module]":
         """Hookable layers in forward order (name -> module). Default: none besides the backbone output."""
         return OrderedDict()
+
+    def in_micro_batches(self, run: Callable[..., Any], x: torch.Tensor,
+                         padding_mask: torch.Tensor | None = None) -> Any:
+        """``run(x, padding_mask)`` over CPU micro-batches (see ``cpu_micro_batch``), outputs concatenated.
+
+        ``run`` returns a tensor or a tuple of tensors (None entries stay None); a ``padding_mask`` must already
+        be (B, samples) here.
+        """
+        step = self.cpu_micro_batch
+        if not step or x.device.type != "cpu" or x.shape[0] <= step:
+            return run(x, padding_mask)
+        parts = [run(x[i:i + step], None if padding_mask is None else padding_mask[i:i + step])
+                 for i in range(0, x.shape[0], step)]
+        if isinstance(parts[0], tuple):
+            return tuple(None if pieces[0] is None else torch.cat(pieces) for pieces in zip(*parts))
+        return torch.cat(parts)
+
+    def capture_layer_tokens(self, names: list[str], run: Callable[[], Any]) -> dict[str, torch.Tensor]:
+        """(B, T, D) tokens of the named layers while ``run()`` makes one forward pass.
+
+        Forward hooks collect every call's output (micro-batches call a layer several times) and are removed
+        afterwards, also when the pass fails.
+        """
+        modules = self.layer_modules()
+        captured: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        handles = []
+
+        def make_hook(layer_name: str):
+            def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+                captured[layer_name].append(self._as_tokens(output))
+            return hook
+
+        try:
+            for layer_name in dict.fromkeys(names):
+                handles.append(modules[layer_name].register_forward_hook(make_hook(layer_name)))
+            run()
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {name: torch.cat(parts) for name, parts in captured.items()}
 
     @classmethod
     def num_classes_in_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> int | None:
@@ -259,23 +304,11 @@ class ModelBase(nn.Module):
         if not names:
             with torch.inference_mode():
                 return self._aggregate(self._as_tokens(self.forward_features(x, padding_mask)), aggregation)
-        modules = self.layer_modules()
-        captured: dict[str, torch.Tensor] = {}
-        handles = []
-
-        def make_hook(layer_name: str):
-            def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-                captured[layer_name] = self._as_tokens(output)
-            return hook
-
-        try:
-            for layer_name in dict.fromkeys(names):
-                handles.append(modules[layer_name].register_forward_hook(make_hook(layer_name)))
+        def run() -> None:
             with torch.inference_mode():
                 self.forward_features(x, padding_mask)
-        finally:
-            for handle in handles:
-                handle.remove()
+
+        captured = self.capture_layer_tokens(names, run)
         outputs = [self._aggregate(captured[n], aggregation) for n in names]
         if len(outputs) == 1:
             return outputs[0]

@@ -261,6 +261,7 @@ class BEATs(ModelBase):
     """
 
     name = "beats"
+    cpu_micro_batch = 2
     default_sample_rate = 16000
     # one 16-frame patch needs 400 + 15 * 160 samples; shorter clips are zero-padded up to it
     min_input_samples = 400 + (PATCH_SIZE - 1) * 160
@@ -305,6 +306,10 @@ class BEATs(ModelBase):
                 raise ConfigError(f"padding_mask shape {tuple(padding_mask.shape)} does not fit audio {tuple(x.shape)}")
             # prepare_input may have zero-padded a short clip: those samples are padding too
             padding_mask = F.pad(padding_mask, (0, x.shape[1] - padding_mask.shape[1]), value=True)
+        return self.in_micro_batches(self._backbone_pass, x, padding_mask)
+
+    def _backbone_pass(self, x: torch.Tensor, padding_mask: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.precision == "bfloat16":
             context = torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
         else:

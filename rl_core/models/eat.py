@@ -113,6 +113,7 @@ class EAT(ModelBase):
     """EAT-base on 16-kHz audio: ``forward_features`` gives (B, 513, 768) with the CLS token first."""
 
     name = "eat"
+    cpu_micro_batch = 2
     default_sample_rate = 16000
     has_cls_token = True
     min_input_samples = 400  # one 25-ms frame
@@ -171,7 +172,7 @@ class EAT(ModelBase):
     def forward_features(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         if padding_mask is not None:
             raise ConfigError("EAT does not take a padding_mask: every clip is padded or cut to 1024 frames")
-        return self.encoder(self.spectrogram(x))
+        return self.in_micro_batches(lambda clips, _mask: self.encoder(self.spectrogram(clips)), x)
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """The CLS token (what the ESP heads were trained on)."""
