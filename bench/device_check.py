@@ -64,7 +64,8 @@ def random_checkpoint(key: str, folder: Path) -> Path:
     torch.manual_seed(0)
     net = rl_core.build_model(key, device="cpu")
     path = folder / f"{key}.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(path))
+    # clone: BEATs shares one bias table between layers, and safetensors refuses shared storage
+    save_file({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}, str(path))
     return path
 
 
