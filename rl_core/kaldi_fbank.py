@@ -58,6 +58,7 @@ class KaldiFbank(nn.Module):
         remove_dc_offset: bool = True,
         low_freq: float = 20.0,
         high_freq: float = 0.0,
+        persistent_buffers: bool = False,
     ) -> None:
         super().__init__()
         self.sample_rate = int(sample_rate)
@@ -72,9 +73,10 @@ class KaldiFbank(nn.Module):
         )
         # Kaldi's matrix has padded_size / 2 columns; the rfft has one more bin (Nyquist), which gets weight 0.
         mel = nn.functional.pad(mel, (0, 1))
-        # Buffers follow .to(device) but stay out of state_dict: checkpoints never carry them.
-        self.register_buffer("window", _kaldi_window(window_type, self.window_size), persistent=False)
-        self.register_buffer("mel_matrix", mel.T.contiguous(), persistent=False)
+        # Buffers follow .to(device). They stay out of state_dict unless a family's checkpoints carry them
+        # (``persistent_buffers``: BEATs' ESP files store ``window`` and ``mel_fb``).
+        self.register_buffer("window", _kaldi_window(window_type, self.window_size), persistent=persistent_buffers)
+        self.register_buffer("mel_fb", mel.T.contiguous(), persistent=persistent_buffers)
 
     def num_frames(self, num_samples: int) -> int:
         if num_samples < self.window_size:
@@ -97,5 +99,5 @@ class KaldiFbank(nn.Module):
             frames = frames - self.preemphasis * previous
         frames = frames * self.window
         spectrum = torch.fft.rfft(frames, n=self.padded_size).abs().pow(2.0)  # rfft zero-pads to padded_size
-        energies = spectrum @ self.mel_matrix
+        energies = spectrum @ self.mel_fb
         return torch.clamp_min(energies, torch.finfo(energies.dtype).eps).log()

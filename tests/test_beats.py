@@ -19,7 +19,7 @@ from torchaudio.compliance import kaldi
 import rl_core
 from rl_core import ModelSpec
 from rl_core.errors import CheckpointMismatchError, ConfigError, InvalidAudioTensorError
-from rl_core.models.beats import BEATs, KaldiFbank, relative_position_buckets
+from rl_core.models.beats import BEATs, beats_fbank, relative_position_buckets
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beats_state_dict_shapes.json"
 SR = 16000
@@ -58,7 +58,7 @@ def fine_tuned_with_head() -> BEATs:
 @pytest.mark.parametrize("samples", [2 * SR, 2 * SR + 123])
 def test_batched_fbank_equals_kaldi_per_clip(samples):
     x = audio(2, samples / SR, seed=3)[:, :samples] * 32768.0
-    batched = KaldiFbank()(x)
+    batched = beats_fbank()(x)
     for i in range(2):
         ref = kaldi.fbank(x[i : i + 1], num_mel_bins=128, sample_frequency=16000, frame_length=25, frame_shift=10)
         assert batched[i].shape == ref.shape == (1 + (samples - 400) // 160, 128)
@@ -69,7 +69,7 @@ def test_fbank_quiet_input_hits_kaldi_floor():
     x = torch.zeros(1, SR)
     x[0, 8000:] = 1e-3 * torch.randn(8000)  # half digital silence: energies below float32 eps
     ref = kaldi.fbank(x * 32768.0, num_mel_bins=128, sample_frequency=16000, frame_length=25, frame_shift=10)
-    torch.testing.assert_close(KaldiFbank()(x * 32768.0)[0], ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(beats_fbank()(x * 32768.0)[0], ref, atol=1e-4, rtol=0)
 
 
 def test_relative_position_buckets_are_t5_buckets():

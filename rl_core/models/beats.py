@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from rl_core.errors import ConfigError
+from rl_core.kaldi_fbank import KaldiFbank
 from rl_core.models.base import ModelBase
 from rl_core.registry import register_model_class
 
@@ -51,50 +52,11 @@ FBANK_STD = 6.55582
 
 
 # ----------------------------------------------------------------------------------------------- front end
-class KaldiFbank(nn.Module):
-    """Batched equivalent of ``torchaudio.compliance.kaldi.fbank`` with the defaults BEATs uses.
-
-    Kaldi defaults reproduced: snip_edges (frames fully inside the clip), per-frame DC removal, pre-emphasis 0.97
-    with the first sample replicated, Povey window (Hann^0.85), zero-padding to the next power of two, power
-    spectrum, triangular mel filters between 20 Hz and Nyquist, log with a float32-epsilon floor; no dither.
-    Window and filterbank are buffers (``window``, ``mel_fb``) because the ESP checkpoints store them.
-    """
-
-    def __init__(self, sample_frequency: float = 16000.0, num_mel_bins: int = NUM_MEL_BINS,
-                 frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0,
-                 low_freq: float = 20.0, preemphasis: float = 0.97) -> None:
-        super().__init__()
-        self.win_length = int(sample_frequency * frame_length_ms / 1000.0)
-        self.hop_length = int(sample_frequency * frame_shift_ms / 1000.0)
-        self.n_fft = 1 << (self.win_length - 1).bit_length()
-        self.preemphasis = preemphasis
-        self.register_buffer("window", torch.hann_window(self.win_length, periodic=False).pow(0.85))
-        self.register_buffer("mel_fb", self._mel_filterbank(sample_frequency, num_mel_bins, low_freq))
-
-    def _mel_filterbank(self, sample_frequency: float, num_mel_bins: int, low_freq: float) -> torch.Tensor:
-        """(n_fft // 2 + 1, num_mel_bins) triangles equal in mel (Kaldi's get_mel_banks; Nyquist bin gets 0)."""
-        def mel(f):
-            return 1127.0 * torch.log(1.0 + f / 700.0) if torch.is_tensor(f) else 1127.0 * math.log(1.0 + f / 700.0)
-
-        mel_low, mel_high = mel(low_freq), mel(sample_frequency / 2.0)
-        delta = (mel_high - mel_low) / (num_mel_bins + 1)
-        edges = mel_low + delta * torch.arange(num_mel_bins + 2, dtype=torch.float32).unsqueeze(1)
-        left, centre, right = edges[:-2], edges[1:-1], edges[2:]
-        bin_mels = mel(sample_frequency / self.n_fft * torch.arange(self.n_fft // 2, dtype=torch.float32)).unsqueeze(0)
-        rising = (bin_mels - left) / (centre - left)
-        falling = (right - bin_mels) / (right - centre)
-        banks = torch.clamp(torch.minimum(rising, falling), min=0.0)
-        return F.pad(banks, (0, 1)).T.contiguous()
-
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """(B, samples) float32 (already scaled as Kaldi expects) -> (B, frames, num_mel_bins) log energies."""
-        frames = waveforms.unfold(-1, self.win_length, self.hop_length)  # (B, frames, win) view, no copy
-        frames = frames - frames.mean(dim=-1, keepdim=True)
-        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-        frames = (frames - self.preemphasis * previous) * self.window
-        power = torch.fft.rfft(frames, n=self.n_fft).abs().pow(2.0)
-        energies = power @ self.mel_fb
-        return energies.clamp_min(torch.finfo(torch.float32).eps).log()
+def beats_fbank() -> KaldiFbank:
+    """BEATs' front end: Kaldi's fbank defaults at 16 kHz (Povey window, pre-emphasis 0.97, DC removal, mel bands
+    from 20 Hz to Nyquist, no dither), 128 bins. Its window and filterbank are checkpoint buffers (``window``,
+    ``mel_fb``) because the ESP files store them."""
+    return KaldiFbank(16000, NUM_MEL_BINS, window_type="povey", persistent_buffers=True)
 
 
 # ----------------------------------------------------------------------------------------------- transformer
@@ -205,7 +167,7 @@ class BEATsBackbone(nn.Module):
         self.post_extract_proj = nn.Linear(PATCH_DIM, EMBED_DIM)
         # Always the 16 kHz design (400-sample window, 160-sample hop), also for the 32 kHz SED "birdcode"
         # encoder, which was trained that way: 5 s at 32 kHz gives 496 tokens like 10 s at 16 kHz.
-        self.fbank = KaldiFbank(sample_frequency=16000.0)
+        self.fbank = beats_fbank()
         self.patch_embedding = nn.Conv2d(1, PATCH_DIM, PATCH_SIZE, stride=PATCH_SIZE, bias=False)
         self.encoder = TransformerEncoder()
         self.layer_norm = nn.LayerNorm(PATCH_DIM)
