@@ -63,12 +63,12 @@ def dense_products(batch: int):
     q, k, v = rand(batch, HEADS, TOKENS, HEAD_DIM), rand(batch, HEADS, TOKENS, HEAD_DIM), rand(batch, HEADS, TOKENS, HEAD_DIM)
     scores = rand(batch, HEADS, TOKENS, TOKENS)
     patches, w_patch = rand(rows, 256), rand(512, 256)
-    w_proj = rand(DIM, 512)
+    projected_patches, w_proj = rand(rows, 512), rand(DIM, 512)
     pos_in, w_pos = rand(batch, DIM, TOKENS), rand(DIM, DIM // 16, 128)
 
     def run():
         F.linear(patches, w_patch)  # 16x16 patch embedding as a product
-        F.linear(rand(rows, 512), w_proj)  # post_extract_proj
+        F.linear(projected_patches, w_proj)  # post_extract_proj
         F.conv1d(pos_in, w_pos, padding=64, groups=16)
         for _ in range(LAYERS):
             for _ in range(4):  # q, k, v, out

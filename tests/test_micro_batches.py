@@ -1,4 +1,4 @@
-"""CPU micro-batches (ModelBase.cpu_micro_batch): same numbers as one whole batch, layer hooks see every clip."""
+"""CPU micro-batches (ModelBase.cpu_micro_batch_windows): same numbers as one whole batch, hooks see every clip."""
 
 from __future__ import annotations
 
@@ -7,19 +7,15 @@ import torch
 
 from rl_core import ProbeConfig, build_model, build_probe_from_config_online
 
-FAMILIES = {  # key -> clip seconds (short where the model accepts it, to keep the test quick)
-    "esp_aves2_naturelm_audio_v1_beats": 2.0,
-    "esp_aves2_eat_all": 1.0,
-    "birdaves_biox_base": 1.0,
-}
+FAMILIES = ["esp_aves2_naturelm_audio_v1_beats", "esp_aves2_eat_all", "birdaves_biox_base"]
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
+@pytest.fixture(scope="module", params=FAMILIES)
 def model_and_clips(request):
+    """Five clips of half a model window: micro-batches of two windows hold four of them."""
     torch.manual_seed(0)
     model = build_model(request.param, device="cpu", return_features_only=True).eval()
-    clips = 0.1 * torch.randn(5, int(FAMILIES[request.param] * model.sample_rate),
-                              generator=torch.Generator().manual_seed(1))
+    clips = 0.1 * torch.randn(5, model.window_samples // 2, generator=torch.Generator().manual_seed(1))
     return model, clips
 
 
@@ -35,14 +31,14 @@ def _calls_of_last_layer(model, run) -> int:
 
 def test_micro_batches_equal_one_whole_batch(model_and_clips, monkeypatch):
     model, clips = model_and_clips
-    assert type(model).cpu_micro_batch == 2
+    assert type(model).cpu_micro_batch_windows == 2
     with torch.inference_mode():
         calls = _calls_of_last_layer(model, lambda: model(clips))
         split = model(clips)
-        monkeypatch.setattr(type(model), "cpu_micro_batch", None)
+        monkeypatch.setattr(type(model), "cpu_micro_batch_windows", None)
         whole_calls = _calls_of_last_layer(model, lambda: model(clips))
         whole = model(clips)
-    assert (calls, whole_calls) == (3, 1)  # 5 clips -> 2 + 2 + 1
+    assert (calls, whole_calls) == (2, 1)  # 5 half-window clips -> 4 + 1
     assert split.shape == whole.shape and split.shape[0] == 5
     assert torch.allclose(split, whole, atol=1e-4), (split - whole).abs().max()
 
@@ -69,3 +65,10 @@ def test_online_probe_on_layers_sees_the_whole_batch(model_and_clips):
         one_by_one = torch.cat([probe(clips[i:i + 1]) for i in range(len(clips))])
     assert logits.shape == (5, 3)
     assert torch.allclose(logits, one_by_one, atol=1e-4), (logits - one_by_one).abs().max()
+
+
+def test_short_clips_are_not_split(model_and_clips):
+    model, _ = model_and_clips
+    short = 0.1 * torch.randn(8, model.window_samples // 10)
+    with torch.inference_mode():
+        assert _calls_of_last_layer(model, lambda: model(short)) == 1  # 8 tenth-windows fit in two windows

@@ -67,7 +67,7 @@ class Aves(ModelBase):
     """AVES / BirdAVES encoder on raw waveforms; optional linear head on the mean-pooled frames."""
 
     name = "aves"
-    cpu_micro_batch = 2
+    cpu_micro_batch_windows = 2
     default_sample_rate = 16000
     classifier_prefix = "classifier."
     #: the convolutional front end needs one receptive field (400 samples = 25 ms) for one frame

@@ -49,11 +49,11 @@ class ModelBase(nn.Module):
     preferred_batch_size: ClassVar[int] = 8
     #: common names in head order, where the model has them (BirdNET)
     common_names: list[str] | None = None
-    #: on the CPU, larger batches run as micro-batches of this many clips (None: whole batch at once). A
-    #: transformer's matrix multiplies already run at the CPU's full speed on one 10-s clip, while a whole
-    #: batch's (B, heads, T, T) attention buffers or long conv maps outgrow glibc's mmap threshold and are
+    #: on the CPU, batches run as micro-batches holding this many model windows of audio (None: the whole batch
+    #: at once). A transformer's matrix multiplies already run at the CPU's full speed on one window, while a
+    #: whole batch's (B, heads, T, T) attention buffers or long conv maps outgrow glibc's mmap threshold and are
     #: page-faulted afresh in every layer (bench/RESULTS.md: "CPU micro-batches"); results are unchanged.
-    cpu_micro_batch: ClassVar[int | None] = None
+    cpu_micro_batch_windows: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -89,13 +89,15 @@ class ModelBase(nn.Module):
 
     def in_micro_batches(self, run: Callable[..., Any], x: torch.Tensor,
                          padding_mask: torch.Tensor | None = None) -> Any:
-        """``run(x, padding_mask)`` over CPU micro-batches (see ``cpu_micro_batch``), outputs concatenated.
+        """``run(x, padding_mask)`` over CPU micro-batches (see ``cpu_micro_batch_windows``), outputs concatenated.
 
         ``run`` returns a tensor or a tuple of tensors (None entries stay None); a ``padding_mask`` must already
         be (B, samples) here.
         """
-        step = self.cpu_micro_batch
-        if not step or x.device.type != "cpu" or x.shape[0] <= step:
+        if not self.cpu_micro_batch_windows or x.device.type != "cpu":
+            return run(x, padding_mask)
+        step = max(1, self.cpu_micro_batch_windows * self.window_samples // x.shape[-1])
+        if x.shape[0] <= step:
             return run(x, padding_mask)
         parts = [run(x[i:i + step], None if padding_mask is None else padding_mask[i:i + step])
                  for i in range(0, x.shape[0], step)]

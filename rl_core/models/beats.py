@@ -223,7 +223,7 @@ class BEATs(ModelBase):
     """
 
     name = "beats"
-    cpu_micro_batch = 2
+    cpu_micro_batch_windows = 2
     default_sample_rate = 16000
     # one 16-frame patch needs 400 + 15 * 160 samples; shorter clips are zero-padded up to it
     min_input_samples = 400 + (PATCH_SIZE - 1) * 160

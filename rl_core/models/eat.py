@@ -113,7 +113,7 @@ class EAT(ModelBase):
     """EAT-base on 16-kHz audio: ``forward_features`` gives (B, 513, 768) with the CLS token first."""
 
     name = "eat"
-    cpu_micro_batch = 2
+    cpu_micro_batch_windows = 2
     default_sample_rate = 16000
     has_cls_token = True
     min_input_samples = 400  # one 25-ms frame
