@@ -228,6 +228,9 @@ def load_model(
     if entry.class_mapping_path and keep_classifier:  # labels describe the trained head only
         net.label_mapping = _class_mapping_for_head(entry, name, net.num_classes, own_checkpoint=checkpoint == entry.checkpoint_path)
     target = resolve_device(device if device is not None else spec.device)
+    if net.cpu_only and target.type != "cpu":
+        log.info("%s runs on the CPU; ignoring device %s", name, target)
+        target = torch.device("cpu")
     net = net.to(target)
     net.device = target
     net.eval()

@@ -119,3 +119,17 @@ def test_registry_parameter_count_matches_the_tflite_file():
         if buffer is not None and buffer.DataLength() > 0:
             total += int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
     assert get_model_entry("birdnet_v2_4").parameters == total
+
+
+def test_a_requested_gpu_leaves_birdnet_on_the_cpu(birdnet, caplog):
+    """LiteRT computes on the CPU: with --device cuda (or auto on a GPU machine) BirdNET must keep CPU inputs."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="rl_core.loading"):
+        on_gpu_request = load_model("birdnet_v2_4", device="cuda")
+    assert on_gpu_request.device == torch.device("cpu")
+    assert "runs on the CPU; ignoring device cuda" in caplog.text
+    pcm = (np.random.default_rng(1).standard_normal((1, 144000)) * 3000).astype(np.int16)  # the torch input path
+    assert on_gpu_request.prepare_input(pcm).device.type == "cpu"
+    embeddings, scores = on_gpu_request.embed_and_score(pcm)
+    torch.testing.assert_close(scores, birdnet.embed_and_score(pcm)[1])

@@ -49,6 +49,8 @@ class ModelBase(nn.Module):
     preferred_batch_size: ClassVar[int] = 8
     #: common names in head order, where the model has them (BirdNET)
     common_names: list[str] | None = None
+    #: computes outside torch on the CPU (BirdNET through LiteRT): a requested GPU is ignored, inputs stay on the CPU
+    cpu_only: ClassVar[bool] = False
     #: on the CPU, batches run as micro-batches holding this many model windows of audio (None: the whole batch
     #: at once). A transformer's matrix multiplies already run at the CPU's full speed on one window, while a
     #: whole batch's (B, heads, T, T) attention buffers or long conv maps outgrow glibc's mmap threshold and are

@@ -75,6 +75,7 @@ class BirdNET(ModelBase):
     """BirdNET V2.4 as an rl_core model: logits (B, 6522), embeddings (B, 1024)."""
 
     name = "birdnet"
+    cpu_only = True
     default_sample_rate = SAMPLE_RATE
     output_activation = "sigmoid"
     min_input_samples = int(SAMPLE_RATE * WINDOW_SECONDS)
