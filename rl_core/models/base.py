@@ -98,7 +98,7 @@ class ModelBase(nn.Module):
         """
         if not self.cpu_micro_batch_windows or x.device.type != "cpu":
             return run(x, padding_mask)
-        step = max(1, self.cpu_micro_batch_windows * self.window_samples // x.shape[-1])
+        step = self.micro_batch_clips(x.shape[-1])
         if x.shape[0] <= step:
             return run(x, padding_mask)
         parts = [run(x[i:i + step], None if padding_mask is None else padding_mask[i:i + step])
@@ -106,6 +106,10 @@ class ModelBase(nn.Module):
         if isinstance(parts[0], tuple):
             return tuple(None if pieces[0] is None else torch.cat(pieces) for pieces in zip(*parts))
         return torch.cat(parts)
+
+    def micro_batch_clips(self, clip_samples: int) -> int:
+        """Clips of ``clip_samples`` per CPU micro-batch: ``cpu_micro_batch_windows`` windows of audio, at least one."""
+        return max(1, (self.cpu_micro_batch_windows or 1) * self.window_samples // clip_samples)
 
     def capture_layer_tokens(self, names: list[str], run: Callable[[], Any]) -> dict[str, torch.Tensor]:
         """(B, T, D) tokens of the named layers while ``run()`` makes one forward pass.

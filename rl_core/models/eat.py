@@ -174,6 +174,10 @@ class EAT(ModelBase):
             raise ConfigError("EAT does not take a padding_mask: every clip is padded or cut to 1024 frames")
         return self.in_micro_batches(lambda clips, _mask: self.encoder(self.spectrogram(clips)), x)
 
+    def micro_batch_clips(self, clip_samples: int) -> int:
+        # every clip becomes a full 1024-frame window, whatever its length
+        return self.cpu_micro_batch_windows or 1
+
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """The CLS token (what the ESP heads were trained on)."""
         return features[:, 0]
