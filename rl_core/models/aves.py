@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from typing import Literal
 
 import torch
 from torch import nn
@@ -64,7 +65,11 @@ _OLD_WEIGHT_NORM = {
 
 @register_model_class
 class Aves(ModelBase):
-    """AVES / BirdAVES encoder on raw waveforms; optional linear head on the mean-pooled frames."""
+    """AVES / BirdAVES encoder on raw waveforms; optional linear head on the mean-pooled frames.
+
+    ``precision="bfloat16"`` stores the transformer's Linear weights in bf16 and runs the whole network (the
+    convolutional feature extractor too) under autocast; any head stays float32 (ModelBase._set_precision).
+    """
 
     name = "aves"
     cpu_micro_batch_windows = 2
@@ -81,6 +86,7 @@ class Aves(ModelBase):
         audio_config: AudioConfig | None = None,
         pretrained: bool = False,
         aves_variant: str = "base",
+        precision: Literal["float32", "bfloat16"] = "float32",
     ) -> None:
         if audio_config is not None and audio_config.model_fields_set and audio_config.representation != "raw":
             raise ConfigError(
@@ -96,6 +102,7 @@ class Aves(ModelBase):
         self._embedding_dim = config["encoder_embed_dim"]
         if pretrained:
             self._load_birdaves()
+        self._set_precision(precision, self.model.encoder)
         if num_classes is not None:
             self.classifier = nn.Linear(self._embedding_dim, num_classes)
 
@@ -131,6 +138,10 @@ class Aves(ModelBase):
         return self.in_micro_batches(self._encode, x)
 
     def _encode(self, x: torch.Tensor, _padding_mask: None = None) -> torch.Tensor:
+        with self.precision_context(x.device.type):
+            return self._transformer_output(x).float()
+
+    def _transformer_output(self, x: torch.Tensor) -> torch.Tensor:
         # The steps of torchaudio's ``extract_features``, keeping only the running output instead of a
         # list of all layers (12 copies of the sequence add up for long recordings).
         frames, _ = self.model.feature_extractor(x, None)

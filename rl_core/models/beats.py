@@ -17,7 +17,6 @@ accepts Microsoft's original BEATs checkpoints (no ``backbone.`` prefix, old wei
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections import OrderedDict
@@ -237,20 +236,11 @@ class BEATs(ModelBase):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if precision not in ("float32", "bfloat16"):
-            raise ConfigError(f"BEATs precision must be 'float32' or 'bfloat16', got {precision!r}")
         self.fine_tuned = fine_tuned
         self.use_naturelm = use_naturelm
-        self.precision = precision
         self.backbone = BEATsBackbone(fine_tuned=fine_tuned, predictor_classes=predictor_classes)
-        if precision == "bfloat16":
-            # Autocast would round every matmul weight to bf16 again on every call; storing them in bf16 gives
-            # the same numbers, ~25% faster at batch 1, in half the memory. Norms, biases of the position table,
-            # the front end and any head stay float32.
-            for block in (self.backbone.post_extract_proj, self.backbone.encoder.layers):
-                for module in block.modules():
-                    if isinstance(module, nn.Linear):
-                        module.to(torch.bfloat16)
+        # bf16 weights were ~25% faster than autocast alone at batch 1 (bench/RESULTS.md)
+        self._set_precision(precision, self.backbone.post_extract_proj, self.backbone.encoder.layers)
         if self.num_classes is not None:
             self.classifier = nn.Linear(EMBED_DIM, self.num_classes)
 
@@ -272,11 +262,7 @@ class BEATs(ModelBase):
 
     def _backbone_pass(self, x: torch.Tensor, padding_mask: torch.Tensor | None
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.precision == "bfloat16":
-            context = torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
-        else:
-            context = contextlib.nullcontext()
-        with context:
+        with self.precision_context(x.device.type):
             features, token_padding = self.backbone(x, padding_mask)
         return features.float(), token_padding
 
@@ -301,10 +287,6 @@ class BEATs(ModelBase):
         for i, layer in enumerate(self.backbone.encoder.layers):
             layers[f"layer_{i}"] = layer
         return layers
-
-    def _aggregate(self, tokens: torch.Tensor, aggregation: str) -> torch.Tensor:
-        # hooks can see bf16 activations under autocast; hand out float32 like forward does
-        return super()._aggregate(tokens.float(), aggregation)
 
     @classmethod
     def num_classes_in_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> int | None:

@@ -111,7 +111,11 @@ class BirdMAEEncoder(nn.Module):
 
 @register_model_class
 class BirdMAE(ModelBase):
-    """Bird-MAE encoder on 32-kHz audio, 5-s windows: ``forward_features`` gives (B, 257, D), CLS first."""
+    """Bird-MAE encoder on 32-kHz audio, 5-s windows: ``forward_features`` gives (B, 257, D), CLS first.
+
+    ``precision="bfloat16"`` stores the transformer blocks' Linear weights in bf16 and runs the encoder under
+    autocast (the fbank front end, the pooling norm and any head stay float32; ModelBase._set_precision).
+    """
 
     name = "birdmae"
     default_sample_rate = SAMPLE_RATE
@@ -127,6 +131,7 @@ class BirdMAE(ModelBase):
         audio_config=None,
         pretrained: bool = False,
         birdmae_variant: Literal["base", "large", "huge"] = "base",
+        precision: Literal["float32", "bfloat16"] = "float32",
     ) -> None:
         if audio_config is None:
             audio_config = AudioConfig(sample_rate=SAMPLE_RATE, target_length_seconds=self.default_window_seconds)
@@ -145,6 +150,7 @@ class BirdMAE(ModelBase):
         self.embed_dim = dim
         self.fbank = KaldiFbank(SAMPLE_RATE, MEL_BINS, window_type="hanning")
         self.model = BirdMAEEncoder(dim, depth, heads)  # ``model.`` as in avex's wrapper
+        self._set_precision(precision, self.model.blocks)
         if num_classes is not None and not return_features_only:
             self.classifier = nn.Linear(dim, num_classes)
 
@@ -174,7 +180,9 @@ class BirdMAE(ModelBase):
     def forward_features(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         if padding_mask is not None:
             raise ConfigError("Bird-MAE does not take a padding_mask: every clip is padded or cut to 5 s")
-        return self.model(self.spectrogram(x))
+        spectrogram = self.spectrogram(x)
+        with self.precision_context(spectrogram.device.type):
+            return self.model(spectrogram).float()
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """Mean of the patch tokens, then ``fc_norm`` (the public model's output)."""

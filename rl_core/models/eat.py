@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from typing import Literal
 
 import torch
 from torch import nn
@@ -110,7 +111,11 @@ class EATEncoder(nn.Module):
 
 @register_model_class
 class EAT(ModelBase):
-    """EAT-base on 16-kHz audio: ``forward_features`` gives (B, 513, 768) with the CLS token first."""
+    """EAT-base on 16-kHz audio: ``forward_features`` gives (B, 513, 768) with the CLS token first.
+
+    ``precision="bfloat16"`` stores the transformer blocks' Linear weights in bf16 and runs the encoder under
+    autocast (the fbank front end and any head stay float32; ModelBase._set_precision).
+    """
 
     name = "eat"
     cpu_micro_batch_windows = 2
@@ -127,6 +132,7 @@ class EAT(ModelBase):
         pretrained: bool = False,
         eat_norm_mean: float = -4.268,
         eat_norm_std: float = 4.569,
+        precision: Literal["float32", "bfloat16"] = "float32",
     ) -> None:
         super().__init__(device, num_classes, return_features_only, audio_config, pretrained)
         if self.sample_rate != self.default_sample_rate:
@@ -145,6 +151,7 @@ class EAT(ModelBase):
         self.fbank = KaldiFbank(self.default_sample_rate, MEL_BINS, window_type="hanning")
         # ``backbone.model.`` mirrors avex's wrapper around the Hugging Face EATModel (see module docstring).
         self.backbone = nn.ModuleDict({"model": EATEncoder()})
+        self._set_precision(precision, self.encoder.blocks)
         if num_classes is not None and not return_features_only:
             self.classifier = nn.Linear(EMBED_DIM, num_classes)
 
@@ -172,7 +179,11 @@ class EAT(ModelBase):
     def forward_features(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         if padding_mask is not None:
             raise ConfigError("EAT does not take a padding_mask: every clip is padded or cut to 1024 frames")
-        return self.in_micro_batches(lambda clips, _mask: self.encoder(self.spectrogram(clips)), x)
+        return self.in_micro_batches(lambda clips, _mask: self._encode(self.spectrogram(clips)), x)
+
+    def _encode(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        with self.precision_context(spectrogram.device.type):
+            return self.encoder(spectrogram).float()
 
     def micro_batch_clips(self, clip_samples: int) -> int:
         # every clip becomes a full 1024-frame window, whatever its length
