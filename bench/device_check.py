@@ -114,6 +114,9 @@ def check_family(family: str, device: torch.device, folder: Path, batches: list[
     weights_mb = model.memory_bytes() / 2**20
     if device.type == "cuda" and host_growth > 0.5 * weights_mb:
         failures.append(f"{family}: host RSS grew {host_growth:.0f} MB on a cached call ({weights_mb:.0f} MB of weights)")
+    if dev_growth / 2**20 > 0.5 * weights_mb:
+        failures.append(f"{family}: device memory grew {dev_growth / 2**20:.0f} MB on a cached call (a second copy?)")
+    same = "same object" if again is model else "A NEW OBJECT"
 
     if "precision" in inspect.signature(type(model).__init__).parameters:  # the family's own bf16 path
         fast = rl_core.load_model(key, checkpoint_path=checkpoint, device=str(device), return_features_only=True,
@@ -124,7 +127,7 @@ def check_family(family: str, device: torch.device, folder: Path, batches: list[
         bf16 = {b: throughput(model, device, sample_rate, seconds, b, reps, bf16=True) for b in batches}
     for b in batches:
         print(f"| {family} | `{key}` | {device} | {b} | {rates[b]:.1f} | {bf16[b]:.1f} | load {load_s:.2f} s, "
-              f"weights {weights_mb:.0f} MB; cached call: same object, host RSS {host_growth:+.0f} MB, device "
+              f"weights {weights_mb:.0f} MB; cached call: {same}, host RSS {host_growth:+.0f} MB, device "
               f"memory {dev_growth / 2**20:+.0f} MB, {rates_again:.1f} audio s/s |", flush=True)
     cache.clear()
     del model, again
