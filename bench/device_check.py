@@ -119,8 +119,8 @@ def check_family(family: str, device: torch.device, folder: Path, batches: list[
     same = "same object" if again is model else "A NEW OBJECT"
 
     if "precision" in inspect.signature(type(model).__init__).parameters:  # the family's own bf16 path
-        fast = rl_core.load_model(key, checkpoint_path=checkpoint, device=str(device), return_features_only=True,
-                                  precision="bfloat16")
+        fast = cache.get(key, device=str(device), checkpoint_path=checkpoint, return_features_only=True,
+                         precision="bfloat16")
         bf16 = {b: throughput(fast, device, sample_rate, seconds, b, reps) for b in batches}
         del fast
     else:

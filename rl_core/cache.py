@@ -1,6 +1,6 @@
 """A thread-safe, memory-bounded LRU cache of loaded models.
 
-Keyed by (model, checkpoint, device, features mode). Models stay on their device between requests (GPU if
+Keyed by (model, checkpoint, device, features mode, precision). Models stay on their device between requests (GPU if
 available, else MPS, else CPU); concurrent requests for the same model load it once; when the byte budget
 (parameters + buffers) is exceeded the least recently used models are dropped.
 """
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_BYTES = int(float(os.environ.get("RL_CORE_MODEL_CACHE_GB", "8")) * 2**30)
 
-CacheKey = tuple[str, str | None, str, bool]
+CacheKey = tuple[str, str | None, str, bool, str | None]
 
 
 @dataclass
@@ -52,9 +52,12 @@ class ModelCache:
         device: str | None = None,
         checkpoint_path: str | None = None,
         return_features_only: bool = False,
+        precision: str | None = None,
     ) -> ModelBase:
+        """The cached model, loading it on first use. ``precision`` ("float32" / "bfloat16", where the family
+        offers it) is passed to the model only when given, so families without the option keep working."""
         target = str(resolve_device(device))
-        key: CacheKey = (name, checkpoint_path, target, return_features_only)
+        key: CacheKey = (name, checkpoint_path, target, return_features_only, precision)
         with self._lock:
             model = self._models.get(key)
             if model is not None:
@@ -71,8 +74,9 @@ class ModelCache:
             return pending.result()  # another thread is loading it: wait for that load, re-raise its error
         try:
             start = time.perf_counter()
+            options = {} if precision is None else {"precision": precision}
             model = self._loader(name, device=target, checkpoint_path=checkpoint_path,
-                                 return_features_only=return_features_only)
+                                 return_features_only=return_features_only, **options)
             self.stats.load_seconds[name] = time.perf_counter() - start
         except BaseException as err:
             with self._lock:
@@ -113,7 +117,9 @@ model_cache = ModelCache()
 
 
 def get_model(
-    name: str, device: str | None = None, checkpoint_path: str | None = None, return_features_only: bool = False
+    name: str, device: str | None = None, checkpoint_path: str | None = None, return_features_only: bool = False,
+    precision: str | None = None,
 ) -> ModelBase:
     """Load ``name`` once and return the same object on later calls (process-wide cache)."""
-    return model_cache.get(name, device=device, checkpoint_path=checkpoint_path, return_features_only=return_features_only)
+    return model_cache.get(name, device=device, checkpoint_path=checkpoint_path,
+                           return_features_only=return_features_only, precision=precision)

@@ -29,7 +29,7 @@ class CountingLoader:
 def test_repeated_get_returns_same_object():
     first = get_model("birdnet_v2_4", device="cpu")
     assert get_model("birdnet_v2_4", device="cpu") is first
-    assert ("birdnet_v2_4", None, "cpu", False) in model_cache.keys()
+    assert ("birdnet_v2_4", None, "cpu", False, None) in model_cache.keys()
 
 
 def test_concurrent_requests_load_once():
@@ -53,7 +53,7 @@ def test_byte_budget_evicts_least_recently_used():
     b = cache.get("birdnet_v2_4", device="cpu", return_features_only=True)
     assert a is not b
     assert cache.stats.evictions == 1
-    assert cache.keys() == [("birdnet_v2_4", None, "cpu", True)]
+    assert cache.keys() == [("birdnet_v2_4", None, "cpu", True, None)]
 
 
 def test_failed_load_is_reported_and_not_cached():
@@ -61,3 +61,25 @@ def test_failed_load_is_reported_and_not_cached():
     with pytest.raises(UnknownModelError):
         cache.get("no_such_model", device="cpu")
     assert cache.keys() == []
+
+
+def test_precision_is_part_of_the_key_and_reaches_the_model(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from rl_core import build_model
+    from rl_core.errors import ConfigError
+
+    torch.manual_seed(0)
+    weights = tmp_path / "eat.safetensors"
+    save_file({k: v.contiguous() for k, v in build_model("esp_aves2_eat_all").state_dict().items()}, str(weights))
+    cache = ModelCache()
+    fast = cache.get("esp_aves2_eat_all", device="cpu", checkpoint_path=str(weights), precision="bfloat16")
+    assert fast.precision == "bfloat16" and fast.encoder.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert cache.get("esp_aves2_eat_all", device="cpu", checkpoint_path=str(weights), precision="bfloat16") is fast
+    plain = cache.get("esp_aves2_eat_all", device="cpu", checkpoint_path=str(weights))
+    assert plain is not fast and plain.precision == "float32"
+    assert cache.stats.misses == 2 and cache.stats.hits == 1
+    with pytest.raises(ConfigError, match="unknown argument"):  # BirdNET has no bf16 path
+        cache.get("birdnet_v2_4", device="cpu", precision="bfloat16")
+    assert ("birdnet_v2_4", None, "cpu", False, "bfloat16") not in cache.keys()
