@@ -1,8 +1,8 @@
 """A thread-safe, memory-bounded LRU cache of loaded models.
 
-Keyed by (model, checkpoint, device, features mode, precision). Models stay on their device between requests (GPU if
-available, else MPS, else CPU); concurrent requests for the same model load it once; when the byte budget
-(parameters + buffers) is exceeded the least recently used models are dropped.
+Keyed by (model, checkpoint, device, features mode, precision). Models stay on their device between requests
+(GPU if available, else MPS, else CPU); concurrent requests for the same model load it once; when the byte
+budget (parameters + buffers) is exceeded the least recently used models are dropped.
 """
 
 from __future__ import annotations
