@@ -56,6 +56,8 @@ class ModelCache:
     ) -> ModelBase:
         """The cached model, loading it on first use. ``precision`` ("float32" / "bfloat16", where the family
         offers it) is passed to the model only when given, so families without the option keep working."""
+        if precision == "float32":
+            precision = None  # every family's default: one cache entry, and no argument for models without the option
         target = str(resolve_device(device))
         key: CacheKey = (name, checkpoint_path, target, return_features_only, precision)
         with self._lock:

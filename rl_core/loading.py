@@ -84,7 +84,7 @@ def build_model_from_spec(
         model = cls(device=str(target), **args)
     except TypeError as err:
         raise ConfigError(f"could not build model class '{spec.name}': {err}") from None
-    return model.to(target)
+    return model.move_to(target)
 
 
 def build_model(name: str, device: str | torch.device | None = "cpu", **kwargs: Any) -> ModelBase:
@@ -227,12 +227,7 @@ def load_model(
         _apply_state_dict(net, state_dict, keep_classifier=keep_classifier, source=checkpoint)
     if entry.class_mapping_path and keep_classifier:  # labels describe the trained head only
         net.label_mapping = _class_mapping_for_head(entry, name, net.num_classes, own_checkpoint=checkpoint == entry.checkpoint_path)
-    target = resolve_device(device if device is not None else spec.device)
-    if net.cpu_only and target.type != "cpu":
-        log.info("%s runs on the CPU; ignoring device %s", name, target)
-        target = torch.device("cpu")
-    net = net.to(target)
-    net.device = target
+    net = net.move_to(resolve_device(device if device is not None else spec.device))
     net.eval()
     return net
 

@@ -386,6 +386,5 @@ def build_probe_from_config_online(
         raise ConfigError(f"base_model must be an rl_core ModelBase, got {type(base_model).__name__}")
     device = torch.device(device)
     if base_model.device != device:
-        base_model.to(device)
-        base_model.device = device
+        base_model.move_to(device)
     return OnlineProbe(base_model, config, int(num_classes)).to(device)

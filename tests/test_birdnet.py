@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import rl_core
 from rl_core import describe_model, load_model
 from rl_core.cache import get_model
 from rl_core.errors import ConfigError
@@ -125,10 +126,11 @@ def test_a_requested_gpu_leaves_birdnet_on_the_cpu(birdnet, caplog):
     """LiteRT computes on the CPU: with --device cuda (or auto on a GPU machine) BirdNET must keep CPU inputs."""
     import logging
 
-    with caplog.at_level(logging.INFO, logger="rl_core.loading"):
+    with caplog.at_level(logging.INFO, logger="rl_core.models.base"):
         on_gpu_request = load_model("birdnet_v2_4", device="cuda")
-    assert on_gpu_request.device == torch.device("cpu")
-    assert "runs on the CPU; ignoring device cuda" in caplog.text
+        built = rl_core.build_model("birdnet_v2_4", device="cuda")
+    assert on_gpu_request.device == built.device == torch.device("cpu")
+    assert "BirdNET computes on the CPU; ignoring device cuda" in caplog.text
     pcm = (np.random.default_rng(1).standard_normal((1, 144000)) * 3000).astype(np.int16)  # the torch input path
     assert on_gpu_request.prepare_input(pcm).device.type == "cpu"
     embeddings, scores = on_gpu_request.embed_and_score(pcm)

@@ -79,7 +79,9 @@ def test_precision_is_part_of_the_key_and_reaches_the_model(tmp_path):
     assert cache.get("esp_aves2_eat_all", device="cpu", checkpoint_path=str(weights), precision="bfloat16") is fast
     plain = cache.get("esp_aves2_eat_all", device="cpu", checkpoint_path=str(weights))
     assert plain is not fast and plain.precision == "float32"
-    assert cache.stats.misses == 2 and cache.stats.hits == 1
+    assert cache.get("esp_aves2_eat_all", device="cpu", checkpoint_path=str(weights), precision="float32") is plain
+    assert cache.get("birdnet_v2_4", device="cpu", precision="float32").name == "birdnet"
+    assert cache.stats.misses == 3 and cache.stats.hits == 2
     with pytest.raises(ConfigError, match="unknown argument"):  # BirdNET has no bf16 path
         cache.get("birdnet_v2_4", device="cpu", precision="bfloat16")
     assert ("birdnet_v2_4", None, "cpu", False, "bfloat16") not in cache.keys()

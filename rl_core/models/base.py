@@ -69,7 +69,7 @@ class ModelBase(nn.Module):
         super().__init__()
         if num_classes is not None and num_classes < 1:
             raise ConfigError(f"num_classes must be a positive integer, got {num_classes}")
-        self.device = torch.device(device)
+        self.device = self._placement(device)
         self.num_classes = num_classes
         self.return_features_only = return_features_only
         self.audio_config = audio_config or AudioConfig(sample_rate=self.default_sample_rate)
@@ -89,6 +89,19 @@ class ModelBase(nn.Module):
     def layer_modules(self) -> "OrderedDict[str, nn.Module]":
         """Hookable layers in forward order (name -> module). Default: none besides the backbone output."""
         return OrderedDict()
+
+    def _placement(self, device: str | torch.device) -> torch.device:
+        device = torch.device(device)
+        if self.cpu_only and device.type != "cpu":
+            log.info("%s computes on the CPU; ignoring device %s", type(self).__name__, device)
+            return torch.device("cpu")
+        return device
+
+    def move_to(self, device: str | torch.device) -> "ModelBase":
+        """Move parameters and buffers to ``device`` and record it as ``self.device`` (where ``prepare_input``
+        puts audio); ``cpu_only`` models stay on the CPU."""
+        self.device = self._placement(device)
+        return self.to(self.device)
 
     # ----------------------------------------------------------------- reduced precision (transformer families)
     #: "float32" (the published numbers) or "bfloat16"; families that offer it take ``precision=`` and call

@@ -100,9 +100,7 @@ class BirdNET(ModelBase):
         audio_config = audio_config or AudioConfig(sample_rate=SAMPLE_RATE, target_length_seconds=WINDOW_SECONDS)
         if audio_config.sample_rate != SAMPLE_RATE:
             raise ConfigError(f"BirdNET V2.4 runs at {SAMPLE_RATE} Hz, not {audio_config.sample_rate} Hz")
-        if str(device) != "cpu":
-            log.info("BirdNET runs on the CPU through LiteRT; ignoring device %s", device)
-        super().__init__("cpu", NUM_CLASSES, return_features_only, audio_config, pretrained)
+        super().__init__(device, NUM_CLASSES, return_features_only, audio_config, pretrained)
         folder = Path(model_dir) if model_dir else birdnet_dir()
         if folder is None or not (folder / MODEL_FILE).is_file():
             raise MissingDependencyError(
