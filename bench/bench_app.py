@@ -1,7 +1,7 @@
 """Web-app performance: start-up to first page load, warm BirdNET latency through gradio_client, concurrency.
 
-Run from the repository root:  python bench/bench_app.py [--repeats 10] [--clients 8] [--requests 5]
-Prints one line per figure; targets (issue 5): start-up <= 10 s, warm 10-s clip median <= 1.5 s,
+Run from the repository root:  python -m bench.bench_app [--repeats 10] [--clients 8] [--requests 5]
+Prints one line per figure; targets: start-up <= 10 s, warm 10-s clip median <= 1.5 s,
 8 clients x 5 requests all succeed and the server's memory returns to its level after the first request.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -20,10 +19,7 @@ from pathlib import Path
 import psutil
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-from app_runner import RunningApp  # noqa: E402  (tests/app_runner.py: subprocess + free port)
+from tests.app_runner import RunningApp  # app.py in a subprocess on a free port (shared with the tests)
 
 MODEL = "birdnet_v2_4"
 CHROMIUM = "/usr/bin/chromium"

@@ -1,6 +1,6 @@
 """BirdNET V2.4 throughput on this CPU: rl_core (batch 1, 8, 32) vs the official ``birdnet`` package.
 
-    cd <repo> && .venv/bin/python bench/bench_birdnet.py [--seconds 600] [--rounds 2] [--birdnet-python PATH]
+    cd <repo> && .venv/bin/python -m bench.bench_birdnet [--seconds 600] [--rounds 2] [--birdnet-python PATH]
 
 One 10-minute 48 kHz 16-bit recording is generated in a temp dir (the real pykanto songs resampled to 48 kHz and
 tiled, plus faint noise). Each variant runs the whole file; variants are interleaved round by round, in rotated
@@ -21,14 +21,11 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 DEFAULT_BIRDNET_PYTHON = "/work/birdnet-venv/bin/python"
 
@@ -89,7 +86,7 @@ def main() -> None:
     import torch
     import platform
 
-    from _recordings import write_tiled_recording
+    from bench._recordings import write_tiled_recording
 
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}")

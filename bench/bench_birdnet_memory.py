@@ -1,6 +1,6 @@
 """Peak memory of BirdNET on a one-hour 48 kHz recording: ``run_file`` and ``python -m rl_core predict``.
 
-    cd <repo> && .venv/bin/python bench/bench_birdnet_memory.py [--seconds 3600] [--skip-cli]
+    cd <repo> && .venv/bin/python -m bench.bench_birdnet_memory [--seconds 3600] [--skip-cli]
 
 A one-hour 48 kHz 16-bit WAV is generated block by block in a temp dir (real pykanto songs tiled, see
 _recordings.py). Target: the process grows by <= 500 MB above its idle state with the model loaded.
@@ -26,10 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
+REPO = Path(__file__).resolve().parents[1]
 
 MB = 2**20
 
@@ -88,7 +85,7 @@ def main() -> None:
     parser.add_argument("--skip-cli", action="store_true")
     args = parser.parse_args()
 
-    from _recordings import write_tiled_recording
+    from bench._recordings import write_tiled_recording
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_birdnet_mem_") as tmp:

@@ -1,8 +1,8 @@
 """Throughput of rl_core's EAT and Bird-MAE on 10-s clips: seconds of audio per second, batch 1 and 8.
 
-    python bench/bench_eat_birdmae.py                       # eat and birdmae_base, float32, batch 1 and 8
-    python bench/bench_eat_birdmae.py --models birdmae_huge --repeats 1
-    python bench/bench_eat_birdmae.py --bf16                # also bfloat16 autocast at batch 8 + its error
+    python -m bench.bench_eat_birdmae                       # eat and birdmae_base, float32, batch 1 and 8
+    python -m bench.bench_eat_birdmae --models birdmae_huge --repeats 1
+    python -m bench.bench_eat_birdmae --bf16                # also bfloat16 autocast at batch 8 + its error
 
 Each (model, batch, dtype) runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``, weights
 included) is its own. Weights are random (speed does not depend on them). EAT takes a 10-s clip in one
@@ -23,9 +23,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+REPO = Path(__file__).resolve().parents[1]
 CLIP_SECONDS = 10.0
 MODELS = {
     "eat": ("eat", {}),
@@ -98,8 +96,8 @@ def main() -> None:
     for model_key, batch, bf16 in jobs:
         spec = {"model_key": model_key, "batch": batch, "repeats": args.repeats, "bf16": bf16,
                 "threads": args.threads}
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run([sys.executable, "-m", "bench.bench_eat_birdmae", "--child", json.dumps(spec)],
+                              capture_output=True, text=True, check=True, cwd=REPO)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         extra = (f"max|d|={r['max_abs_err_vs_fp32']:.3g} min cos={r['min_cosine_vs_fp32']:.5f}"
                  if bf16 else "")

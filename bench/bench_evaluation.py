@@ -1,7 +1,7 @@
 """Evaluation performance on the real bundled benchmarks with BirdNET: embedding-cache miss vs hit, probe
 training time per probe type, peak memory. Prints a Markdown section for bench/RESULTS.md.
 
-Usage: python bench/bench_evaluation.py [--repeats 3]
+Usage (from the repository root): python -m bench.bench_evaluation [--repeats 3]
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import soundfile as sf
+import torch
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import torch  # noqa: E402
-
-from rl_core import ProbeConfig  # noqa: E402
-from rl_core.evaluation.embedding_cache import EmbeddingCache, embed_dataset  # noqa: E402
-from rl_core.evaluation.runner import BUNDLED_BENCHMARKS, checkpoint_sha256  # noqa: E402
-from rl_core.evaluation.training import TrainingConfig, fit_probe, validation_split  # noqa: E402
-from rl_core.probes import build_probe_from_config_offline  # noqa: E402
+from rl_core import ProbeConfig
+from rl_core.evaluation.embedding_cache import EmbeddingCache, embed_dataset
+from rl_core.evaluation.runner import BUNDLED_BENCHMARKS, checkpoint_sha256
+from rl_core.evaluation.training import TrainingConfig, fit_probe, validation_split
+from rl_core.probes import build_probe_from_config_offline
 
 MODEL = "birdnet_v2_4"
 

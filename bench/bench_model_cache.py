@@ -1,6 +1,6 @@
 """Model cache: ``rl_core.cache.get_model`` hit time vs the cold load time (BirdNET V2.4).
 
-    cd <repo> && .venv/bin/python bench/bench_model_cache.py [--processes 3] [--hits 10000] [--model birdnet_v2_4]
+    cd <repo> && .venv/bin/python -m bench.bench_model_cache [--processes 3] [--hits 10000] [--model birdnet_v2_4]
 
 Each of ``--processes`` fresh Python processes (rl_core imported, nothing loaded) times:
 * cold: the first ``get_model(name)`` call (a miss: builds the model, imports its runtime, reads the weights);

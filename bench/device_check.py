@@ -1,7 +1,7 @@
 """Cached models stay on their device between requests, and their throughput there: one script for a GPU machine.
 
-    python bench/device_check.py                  # cuda when available, else cpu
-    python bench/device_check.py --device cpu --families beats --batches 1   # a quick dry run anywhere
+    python -m bench.device_check                  # cuda when available, else cpu
+    python -m bench.device_check --device cpu --families beats --batches 1   # a quick dry run anywhere
 
 For each family it writes the family's random-weight state dict to a safetensors file (speed does not depend on
 the values), then, through the real serving path ``rl_core.cache.get_model(name, device, checkpoint_path)``:
@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402

@@ -11,9 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from rl_core.leaderboard import build_published_table, default_source_csv, write_published  # noqa: E402
+from rl_core.leaderboard import build_published_table, default_source_csv, write_published
 
 
 def main(argv: list[str] | None = None) -> int:

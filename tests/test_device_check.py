@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_device_check_script_passes_on_cpu():
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "device_check.py"), "--device", "cpu", "--families", "efficientnet",
+        [sys.executable, "-m", "bench.device_check", "--device", "cpu", "--families", "efficientnet",
          "--batches", "1", "--reps", "1"],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]

@@ -1,6 +1,6 @@
 """Parity of rl_core's BEATs with avex's module, through a safetensors round trip.
 
-    /work/avex-venv/bin/python bench/parity_beats.py
+    /work/avex-venv/bin/python -m bench.peer.parity_beats   # from the repository root
 
 For each official variant: build avex's BEATs wrapper with seeded random weights, save its state_dict as
 safetensors, load that file with ``rl_core.load_model(<registry key>, checkpoint_path=...)`` and compare outputs
@@ -21,9 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download; fail 
 import torch  # noqa: E402
 from safetensors.torch import save_file, save_model  # noqa: E402
 
-from beats_avex_reference import build_avex_beats  # noqa: E402
-
-import rl_core  # noqa: E402  (repo root put on sys.path by beats_avex_reference)
+import rl_core  # noqa: E402
+from bench.peer.beats_avex_reference import build_avex_beats  # noqa: E402
 from rl_core.registry import get_model_entry  # noqa: E402
 
 

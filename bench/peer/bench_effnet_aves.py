@@ -3,8 +3,8 @@
 Figures: seconds of audio processed per second (10-s clips at batch 1 and 8, float32, inference mode),
 wall-clock and process-CPU based, from rounds in which ours and avex alternate (so both see the same
 machine load): the best round (least disturbed by other processes) and the median; peak resident memory of a fresh process that builds one model and runs one
-batch. Run with the avex environment:
-    /work/avex-venv/bin/python bench/bench_effnet_aves.py [--rounds 3] [--threads 2]
+batch. Run from the repository root with the avex environment (bench/peer/README.md):
+    /work/avex-venv/bin/python -m bench.peer.bench_effnet_aves [--rounds 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 SR = 16000
 CLIP_SECONDS = 10
@@ -120,9 +119,9 @@ def peak_memory_child(impl: str, family: str, batch: int, threads: int, hub_dir:
 
 def peak_memory(impl: str, family: str, batch: int, threads: int, hub_dir: Path) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", impl, family, str(batch), "--threads", str(threads),
+        [sys.executable, "-m", "bench.peer.bench_effnet_aves", "--memory-child", impl, family, str(batch), "--threads", str(threads),
          "--hub-dir", str(hub_dir)],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, cwd=REPO,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

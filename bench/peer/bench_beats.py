@@ -1,6 +1,6 @@
 """Throughput and peak memory of rl_core's BEATs against avex's module, same random weights, same machine.
 
-    /work/avex-venv/bin/python bench/bench_beats.py [--reps 5] [--batches 1 8]
+    /work/avex-venv/bin/python -m bench.peer.bench_beats [--reps 5] [--batches 1 8]   # from the repository root
 
 10-s clips at 16 kHz, batch 1 and batch 8, under torch.inference_mode(), torch's default threads unless
 ``--threads`` says otherwise.
@@ -32,8 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from beats_avex_reference import build_avex_beats  # noqa: E402
+from bench.peer.beats_avex_reference import build_avex_beats  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 CLIP_SECONDS = 10.0
 SR = 16000
 KEY = "esp_aves2_naturelm_audio_v1_beats"
@@ -146,9 +147,9 @@ def main() -> None:
     memory = {}
     for batch in args.batches:
         for name, impl, bf16 in CONFIGS:
-            cmd = [sys.executable, __file__, *(["--threads", str(args.threads)] if args.threads else []),
+            cmd = [sys.executable, "-m", "bench.peer.bench_beats", *(["--threads", str(args.threads)] if args.threads else []),
                    "--memory-worker", impl, "1" if bf16 else "0", str(batch), str(weights)]
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             if done.returncode:
                 raise SystemExit(f"memory worker failed: {cmd}\n{done.stderr[-2000:]}")
             memory[(batch, name)] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -4,8 +4,8 @@ For each case: build avex's module with seeded random weights, save its state_di
 that file with ``rl_core.load_model(key, checkpoint_path=...)`` and run both on the same audio.
 Pass: max |difference| <= 1e-4 (float32) for features and logits.
 
-Run with the avex environment (it has avex 1.4.0 and rl_core's dependencies):
-    /work/avex-venv/bin/python bench/parity_effnet_aves.py
+Run from the repository root with the avex environment (bench/peer/README.md):
+    /work/avex-venv/bin/python -m bench.peer.parity_effnet_aves
 avex's AVES constructor fetches BirdAVES weights through torch.hub; a random state dict is placed in a
 temporary torch hub cache first, so nothing is downloaded.
 """
@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
+from safetensors.torch import save_file
 
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-import rl_core  # noqa: E402
-from rl_core.registry import get_model_entry  # noqa: E402
+import rl_core
+from rl_core.registry import get_model_entry
 
 TOLERANCE = 1e-4
 SR = 16000

@@ -1,7 +1,7 @@
 """How fast can BEATs base possibly run in float32 on this CPU? A floor from its matrix multiplies alone.
 
-    python bench/roofline_beats.py [--batch 1] [--reps 5]
-    /work/avex-venv/bin/python bench/roofline_beats.py     # adds avex's module to the comparison
+    python -m bench.peer.roofline_beats [--batch 1] [--reps 5]   # from the repository root
+    /work/avex-venv/bin/python -m bench.peer.roofline_beats     # adds avex's module to the comparison
 
 Every implementation of BEATs base that keeps its float32 numbers has to run the same dense products: per layer
 the q, k, v and output projections, the two feed-forward projections and the two attention products, plus the
@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -1,24 +1,18 @@
 """Compare rl_core's EAT front end with avex's ``EATAudioProcessor`` (the only EAT part avex can run offline).
 
-Run with the avex environment (it needs ``avex==1.4.0``):
+Run from the repository root with the avex environment (bench/peer/README.md):
 
-    /work/avex-venv/bin/python bench/parity_eat_frontend.py
+    /work/avex-venv/bin/python -m bench.peer.parity_eat_frontend
 
 avex's processor computes torchaudio's Kaldi fbank one clip at a time on the CPU; ours is batched. The script
 prints the largest absolute difference of the normalised (B, 1024, 128) spectrograms for 10-s and 5-s clips
 and both normalisation settings (EAT-base defaults and the ESP YAML values).
 """
 
-import sys
-from pathlib import Path
-
 import torch
+from avex.models.eat.audio_processor import EATAudioProcessor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from avex.models.eat.audio_processor import EATAudioProcessor  # noqa: E402
-
-from rl_core.loading import build_model  # noqa: E402
+from rl_core.loading import build_model
 
 
 def main() -> None:

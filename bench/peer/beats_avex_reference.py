@@ -7,14 +7,8 @@ so that names, shapes and architecture flags are exactly those of the published 
 from __future__ import annotations
 
 import importlib.resources
-import sys
-from pathlib import Path
 
 import yaml
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 #: fixture variant -> (avex official YAML, num_classes of the head built for the comparison)
 VARIANTS = {
