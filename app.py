@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import threading
 import time
@@ -22,8 +23,11 @@ def parse_size_mb(text: str) -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="rl_core workbench: inference, embedding maps, zoo, leaderboard")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    # Gradio's own variables give the defaults: a Hugging Face Space sets GRADIO_SERVER_NAME=0.0.0.0
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (0.0.0.0 for all; default $GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port (default $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
     parser.add_argument("--device", default="auto",
                         help="torch device for the models: auto (cuda, else mps, else cpu), cpu, cuda, cuda:1, mps")
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     log.info("flags parsed, %.1f s after the process started", time.time() - process_start())
 
     from ui import CSS_PATH, build_app, theme
-    from ui.common import ASSETS_DIR, configure, get_model, limit_malloc_arenas
+    from ui.common import ASSETS_DIR, configure, get_model
+    from ui.malloc import limit_malloc_arenas
 
     limit_malloc_arenas()
     configure(device=args.device, max_file_size_mb=args.max_file_size, max_files=args.max_files,

@@ -176,32 +176,6 @@ def example_recordings() -> list[Path]:
     return sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg", ".mp3"})
 
 
-def _libc():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to tune
-        return None
-
-
-_LIBC = _libc()
-_M_ARENA_MAX = -8
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Gradio runs handlers on a pool of threads; glibc gives each thread its own malloc arena, so the server's
-    memory would grow with the number of concurrent clients and stay there. Two arenas keep it flat."""
-    if _LIBC is not None:
-        _LIBC.mallopt(_M_ARENA_MAX, arenas)
-
-
-def release_memory() -> None:
-    """Hand freed heap pages back to the OS after a request (large audio buffers would otherwise linger)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
 ProgressFn = Callable[[float, str], None]
 
 

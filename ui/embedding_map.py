@@ -35,8 +35,8 @@ from ui.common import (
     model_concurrency_id,
     new_output_dir,
     progress_adapter,
-    release_memory,
 )
+from ui.malloc import release_memory
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from ui.common import (
     model_concurrency_id,
     new_output_dir,
     progress_adapter,
-    release_memory,
     UserFacingError,
 )
+from ui.malloc import release_memory
 from ui.spectrogram import playable_audio, spectrogram_image
 
 log = logging.getLogger(__name__)
