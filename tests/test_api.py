@@ -1,4 +1,4 @@
-"""The framework's API rules (issue 2, section 2), exercised with a small model class registered here."""
+"""The framework's API rules, exercised with a small model class registered here."""
 
 from __future__ import annotations
 

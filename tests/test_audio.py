@@ -1,4 +1,4 @@
-"""Decoding, resampling, windowing and every kind of bad recording (issue 2, sections 4 and 8)."""
+"""Decoding, resampling, windowing and every kind of bad recording."""
 
 from __future__ import annotations
 

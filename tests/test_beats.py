@@ -1,8 +1,8 @@
 """BEATs: front end, checkpoint layout, shapes, embeddings, loading rules and input checks.
 
 Kept fast: short clips, batch <= 2, models built once per module. Parity with avex's module itself is
-checked by bench/parity_beats.py (needs the avex venv); here the fixture of avex's state_dict names and shapes
-stands in for it. The fixture is regenerated with ``/work/avex-venv/bin/python bench/make_beats_fixture.py``.
+checked by bench/peer/parity_beats.py (needs the avex venv); here the fixture of avex's state_dict names and shapes
+stands in for it. The fixture is regenerated with ``/work/avex-venv/bin/python -m tests.fixtures.make_beats_fixture``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""BirdNET V2.4 on real recordings from the pykanto wheel (issue 2, sections 6 and 8)."""
+"""BirdNET V2.4 on real recordings from the pykanto wheel."""
 
 from __future__ import annotations
 

@@ -90,5 +90,6 @@ def test_every_environment_variable_read_is_in_the_readme_table():
 def test_no_script_edits_sys_path():
     """Scripts import the installed package (or run as modules from the repository root)."""
     needle = "sys.path." + "insert"
-    offenders = [str(p.relative_to(REPO)) for p in REPO.rglob("*.py") if ".venv" not in p.parts and needle in p.read_text()]
+    offenders = [str(p.relative_to(REPO)) for p in REPO.rglob("*.py")
+                 if ".venv" not in p.parts and needle in p.read_text()]
     assert offenders == []

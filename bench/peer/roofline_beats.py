@@ -105,7 +105,7 @@ def main() -> None:
         t_ours = best_of(lambda: ours(waves), args.reps)
     rows = [("rl_core fp32", t_ours)]
     if importlib.util.find_spec("avex") is not None:
-        from beats_avex_reference import build_avex_beats
+        from bench.peer.beats_avex_reference import build_avex_beats
 
         ref = build_avex_beats(KEY, None, seed=0)
         with torch.inference_mode():

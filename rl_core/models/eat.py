@@ -15,7 +15,7 @@ Every clip becomes 1024 frames, so a 5-s clip also yields 513 tokens (the tail p
 The pooled embedding, and the input of the classifier head, is the CLS token: the ESP fine-tuned heads
 (``esp_aves2_sl_eat_*``) were trained on it (avex's EAT wrapper pools with ``pooling="cls"`` by default).
 
-The front end matches avex 1.4.0's ``EATAudioProcessor`` (``bench/parity_eat_frontend.py``: at most 9e-4 apart,
+The front end matches avex 1.4.0's ``EATAudioProcessor`` (``bench/peer/parity_eat_frontend.py``: at most 9e-4 apart,
 from float32 summation order in the DC removal) and computes the fbank batched on the model's device.
 
 Normalisation constants are arch kwargs: ``eat_norm_mean`` / ``eat_norm_std`` default to the EAT-base values
