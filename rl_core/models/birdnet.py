@@ -4,7 +4,7 @@ The model takes 3 s of mono audio at 48 kHz ([1, 144000] float32) and returns 65
 Its 1024-d embedding (tensor ``model/GLOBAL_AVG_POOL/Mean``) is not a graph output, and with the default CPU
 delegate intermediate tensors cannot be read after ``invoke``; so at load we rewrite the flatbuffer once to list
 that tensor as a second subgraph output, which keeps the XNNPACK speed (``experimental_preserve_all_tensors`` also
-works but is 20-30x slower). Batch 1 is fastest on this CPU (batching slows XNNPACK here, see DESIGN.md), so
+works but is 20-30x slower). Batch 1 is fastest on this CPU (batching does not speed XNNPACK up; bench/RESULTS.md), so
 windows are invoked one at a time. Weights: CC BY-NC-SA 4.0.
 """
 
@@ -118,7 +118,7 @@ class BirdNET(ModelBase):
         self._input_index = self._interpreter.get_input_details()[0]["index"]
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        # Batch 1 is fastest with XNNPACK on a small CPU (DESIGN.md); larger batches are offered for benchmarking.
+        # Batch 1 is fastest with XNNPACK on a small CPU (bench/RESULTS.md); larger batches are for benchmarks.
         self.batch_size = batch_size
         self.preferred_batch_size = batch_size
         if batch_size != 1:
