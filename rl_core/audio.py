@@ -2,19 +2,24 @@
 
 * Decoding: soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, aiff, ...) first; librosa/audioread (ffmpeg)
   for what it cannot read (m4a, some mp3s).
-* Any channel count is averaged to mono; any sample rate is resampled to the model's with
-  ``librosa.resample(res_type="kaiser_best", scale=True)`` (the framework's reproducibility rule).
+* Any channel count is averaged to mono; any sample rate is resampled to the model's with the rule the model's
+  reference used (``AudioConfig.resampling``, passed as ``resampling=``):
+  ``"kaiser_best"``: librosa's ``kaiser_best`` with ``scale=True`` (the framework's reproducibility rule for the
+  ESP models), computed by torchaudio with resampy's filter (same output to ~1e-5, 10-20x faster);
+  ``"fft"``: scipy's FFT ``resample`` of each window on its own, no rescaling (the official BirdNET package's rule).
 * Long files are read block by block (float32) and resampled with overlapping context, so a one-hour 48 kHz
-  file never sits in memory at once; the result equals resampling the whole file (to float precision).
+  file never sits in memory at once; with ``"kaiser_best"`` the result equals resampling the whole file (to
+  float precision).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal, get_args
 
 import numpy as np
 import soundfile as sf
@@ -36,7 +41,21 @@ SUPPORTED_EXTENSIONS = frozenset(
 )
 _FFMPEG_ONLY = frozenset({".m4a", ".aac"})
 BLOCK_SECONDS = 60.0
-RESAMPLE_TYPE = "kaiser_best"
+
+Resampling = Literal["kaiser_best", "fft"]
+RESAMPLING_METHODS: tuple[str, ...] = get_args(Resampling)
+#: librosa's ``res_type="kaiser_best"`` is resampy's precomputed ``kaiser_best`` filter (resampy 0.4.3): a
+#: Kaiser-windowed sinc over 50 zero crossings, roll-off 0.9173473712608761, beta 12.98458611761796 (fitted to the
+#: table to 3e-8). torchaudio counts its width in zero crossings after the roll-off, hence 50 * roll-off.
+_KAISER_BEST_ROLLOFF = 0.9173473712608761
+_KAISER_BEST = {
+    "resampling_method": "sinc_interp_kaiser",
+    "lowpass_filter_width": 50 * _KAISER_BEST_ROLLOFF,
+    "rolloff": _KAISER_BEST_ROLLOFF,
+    "beta": 12.98458611761796,
+}
+#: above this many kernel elements (coprime rates), resample with librosa instead of torchaudio
+_MAX_KERNEL_ELEMENTS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -192,86 +211,187 @@ def _needs_fallback(path: Path) -> bool:
         return True
 
 
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """librosa kaiser_best resampling with scale=True (the framework's rule)."""
-    if orig_sr == target_sr:
-        return audio.astype(np.float32, copy=False)
-    import librosa
-
-    return librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type=RESAMPLE_TYPE, scale=True).astype(
-        np.float32, copy=False
-    )
+def _kaiser_best_kernel_size(orig_sr: int, target_sr: int) -> int:
+    """Elements of torchaudio's polyphase kernel for this rate pair (new * (2 * width + orig), reduced rates)."""
+    g = math.gcd(orig_sr, target_sr)
+    orig, new = orig_sr // g, target_sr // g
+    width = math.ceil(_KAISER_BEST["lowpass_filter_width"] * orig / (min(orig, new) * _KAISER_BEST["rolloff"]))
+    return new * (2 * width + orig)
 
 
-def iter_audio_blocks(path: str | Path, target_sr: int | None = None, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of the recording at ``target_sr`` (native rate when None), in order.
+@functools.lru_cache(maxsize=8)
+def _kaiser_best_resampler(orig_sr: int, target_sr: int):
+    import torchaudio
 
-    Blocks are resampled with one second of context on each side, trimmed afterwards, so concatenating the
-    blocks equals resampling the whole file.
+    return torchaudio.transforms.Resample(orig_sr, target_sr, **_KAISER_BEST)
+
+
+def _librosa_length(n: int, orig_sr: int, target_sr: int) -> tuple[int, int]:
+    """(computed samples, returned samples) of librosa's kaiser_best on ``n`` samples: resampy computes
+    ``int(n * new / orig)`` samples and librosa pads them with zeros to ``ceil(n * (new / orig))``."""
+    return int(n * float(target_sr) / float(orig_sr)), int(np.ceil(n * (float(target_sr) / orig_sr)))
+
+
+def _kaiser_best(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """kaiser_best with scale=True, ``ceil(n * target_sr / orig_sr)`` samples (exact rational length)."""
+    scale = np.float32(1.0 / math.sqrt(target_sr / orig_sr))  # librosa's scale=True
+    if _kaiser_best_kernel_size(orig_sr, target_sr) > _MAX_KERNEL_ELEMENTS:
+        import librosa  # coprime rates (e.g. 44100 -> 16001 Hz): a polyphase kernel would not fit; same filter
+
+        out = librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type="kaiser_best", scale=False)
+    else:
+        import torch
+
+        with torch.inference_mode():
+            out = _kaiser_best_resampler(orig_sr, target_sr)(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
+    return (out * scale).astype(np.float32, copy=False)
+
+
+def _librosa_end(out: np.ndarray, n_in: int, first_out: int, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Give the output that ends the recording (``n_in`` input samples in all; ``out`` starts at output sample
+    ``first_out``) librosa's length, zeros included."""
+    computed, length = _librosa_length(n_in, orig_sr, target_sr)
+    out = out[: length - first_out]
+    if out.shape[0] < length - first_out:
+        out = np.pad(out, (0, length - first_out - out.shape[0]))
+    out[max(0, computed - first_out) :] = 0.0
+    return out
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int, resampling: Resampling = "kaiser_best") -> np.ndarray:
+    """Resample mono float32 ``audio`` from ``orig_sr`` to ``target_sr`` Hz with a model's rule.
+
+    * ``"kaiser_best"``: librosa's ``res_type="kaiser_best", scale=True`` (the ESP rule), computed as one strided
+      convolution by torchaudio, with librosa's output length.
+    * ``"fft"``: ``scipy.signal.resample`` to ``round(n / orig_sr * target_sr)`` samples, no rescaling (the
+      official BirdNET package's rule, which it applies to each 3-s segment).
     """
-    path = _check_path(path)
-    info = audio_info(path)
+    if resampling not in RESAMPLING_METHODS:
+        raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}")
+    audio = audio.astype(np.float32, copy=False)
+    if orig_sr == target_sr:
+        return audio
+    if resampling == "fft":
+        from scipy.signal import resample as fft_resample
+
+        return fft_resample(audio, max(1, round(audio.shape[0] / orig_sr * target_sr))).astype(np.float32, copy=False)
+    return _librosa_end(_kaiser_best(audio, orig_sr, target_sr), audio.shape[0], 0, orig_sr, target_sr)
+
+
+def _resampled_blocks(
+    path: Path, info: AudioInfo, target_sr: int, block_seconds: float, resampling: Resampling
+) -> Iterator[np.ndarray]:
     sr = info.sample_rate
-    target_sr = target_sr or sr
+    exact = resampling == "kaiser_best" and target_sr != sr  # FIR filter: streamable with context
     # Block length in input frames chosen so that each block maps to a whole number of output samples.
     step = sr // math.gcd(sr, target_sr)
     block_frames = max(step, int(block_seconds * sr) // step * step)
-    context = sr if target_sr != sr else 0
+    context = sr if exact else 0
     consumed = 0
     emitted_any = False
     for block, left, right in _iter_native_blocks(path, info, block_frames, context):
         _check_finite(block, path)
-        out = resample(block, sr, target_sr)
-        ratio = target_sr / sr
-        core_in = block.shape[0] - left - right
-        # Input [consumed, consumed + core_in) maps to output [consumed*ratio, ceil(end*ratio)), as librosa
-        # sizes a whole-file resample with ceil(); block starts are multiples of `step`, so consumed*ratio is whole.
-        lo = int(round(left * ratio))
-        n_out = math.ceil((consumed + core_in) * ratio - 1e-9) - int(round(consumed * ratio))
-        chunk = out[lo : lo + n_out]
-        consumed += core_in
-        if chunk.size:
+        if exact:
+            out = _kaiser_best(block, sr, target_sr)
+            core_in = block.shape[0] - left - right
+            # Block starts are multiples of `step`, so input [consumed, consumed + core_in) starts at the whole
+            # output sample consumed * target / sr; the block that ends the file gets librosa's length.
+            first = consumed * target_sr // sr
+            out = out[left * target_sr // sr :]
+            consumed += core_in
+            if right == 0:  # only the block that ends the file has no right context
+                out = _librosa_end(out, consumed, first, sr, target_sr)
+            else:
+                out = out[: consumed * target_sr // sr - first]
+        else:
+            out = resample(block, sr, target_sr, resampling)
+        if out.size:
             emitted_any = True
-            yield chunk
+            yield out
     if not emitted_any:
         raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
 
 
-def load_audio(path: str | Path, target_sr: int | None = None) -> tuple[np.ndarray, int]:
-    """The whole recording as mono float32 at ``target_sr`` (native when None)."""
-    sr = target_sr or audio_info(path).sample_rate
-    return np.concatenate(list(iter_audio_blocks(path, sr))), sr
+def iter_audio_blocks(
+    path: str | Path,
+    target_sr: int | None = None,
+    block_seconds: float = BLOCK_SECONDS,
+    resampling: Resampling = "kaiser_best",
+) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of the recording at ``target_sr`` (native rate when None), in order.
 
-
-def iter_windows(
-    path: str | Path, target_sr: int, window_s: float, hop_s: float | None = None
-) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield ``(start_s, window)`` of ``window_s`` seconds every ``hop_s`` seconds at ``target_sr``.
-
-    The last window is zero-padded; a recording shorter than one window gives one padded window.
+    With ``"kaiser_best"`` blocks are resampled with one second of context on each side, trimmed afterwards, so
+    concatenating the blocks equals resampling the whole file. An FFT resample sees its input as one period, so
+    with ``"fft"`` each block is resampled on its own and the result depends on ``block_seconds``.
     """
-    hop_s = window_s if hop_s is None else hop_s
-    if hop_s <= 0 or window_s <= 0:
-        raise ValueError("window_s and hop_s must be positive")
-    win = int(round(window_s * target_sr))
-    hop = int(round(hop_s * target_sr))
+    path = _check_path(path)
+    info = audio_info(path)
+    yield from _resampled_blocks(path, info, target_sr or info.sample_rate, block_seconds, resampling)
+
+
+def load_audio(
+    path: str | Path, target_sr: int | None = None, resampling: Resampling = "kaiser_best"
+) -> tuple[np.ndarray, int]:
+    """The whole recording as mono float32 at ``target_sr`` (native when None); ``"fft"`` resamples it at once."""
+    path = _check_path(path)
+    info = audio_info(path)
+    sr = target_sr or info.sample_rate
+    if resampling == "fft" and sr != info.sample_rate:
+        native = np.concatenate(list(_resampled_blocks(path, info, info.sample_rate, BLOCK_SECONDS, resampling)))
+        return resample(native, info.sample_rate, sr, resampling), sr
+    return np.concatenate(list(_resampled_blocks(path, info, sr, BLOCK_SECONDS, resampling))), sr
+
+
+def _slide(blocks: Iterator[np.ndarray], win: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start sample, window)`` every ``hop`` samples over a block stream; the last window may be short."""
     buffer = np.zeros(0, dtype=np.float32)
     offset = 0  # absolute sample index of buffer[0]
     next_start = 0
     total = 0
-    for block in iter_audio_blocks(path, target_sr):
+    for block in blocks:
         buffer = np.concatenate([buffer, block]) if buffer.size else block
         total += block.shape[0]
         while next_start + win <= offset + buffer.shape[0]:
             rel = next_start - offset
-            yield next_start / target_sr, buffer[rel : rel + win].copy()
+            yield next_start, buffer[rel : rel + win].copy()
             next_start += hop
         drop = max(0, next_start - offset)
         buffer = buffer[drop:]
         offset += drop
-    # Tail: a final zero-padded window when samples remain that no window covered.
+    # Tail: a final short window when samples remain that no window covered.
     covered_until = next_start - hop + win if next_start > 0 else 0
     if total > covered_until and next_start < total:
-        rel = next_start - offset
-        tail = buffer[rel:]
-        yield next_start / target_sr, np.pad(tail, (0, win - tail.shape[0]))
+        yield next_start, buffer[next_start - offset :].copy()
+
+
+def iter_windows(
+    path: str | Path,
+    target_sr: int,
+    window_s: float,
+    hop_s: float | None = None,
+    resampling: Resampling = "kaiser_best",
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(start_s, window)`` of ``window_s`` seconds every ``hop_s`` seconds at ``target_sr``.
+
+    The last window is zero-padded; a recording shorter than one window gives one padded window.
+    ``"kaiser_best"`` windows are cut from the resampled stream; ``"fft"`` windows are cut at the native rate
+    and each is resampled on its own, then padded, as the official BirdNET package does with its 3-s segments.
+    """
+    hop_s = window_s if hop_s is None else hop_s
+    if hop_s <= 0 or window_s <= 0:
+        raise ValueError("window_s and hop_s must be positive")
+    if resampling not in RESAMPLING_METHODS:
+        raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}")
+    path = _check_path(path)
+    info = audio_info(path)
+    sr = info.sample_rate
+    win = int(round(window_s * target_sr))
+    if resampling == "fft" and sr != target_sr:
+        native = _resampled_blocks(path, info, sr, BLOCK_SECONDS, resampling)
+        for start, segment in _slide(native, int(round(window_s * sr)), int(round(hop_s * sr))):
+            window = resample(segment, sr, target_sr, resampling)[:win]
+            yield start / sr, np.pad(window, (0, win - window.shape[0]))
+        return
+    blocks = _resampled_blocks(path, info, target_sr, BLOCK_SECONDS, resampling)
+    for start, window in _slide(blocks, win, int(round(hop_s * target_sr))):
+        yield start / target_sr, np.pad(window, (0, win - window.shape[0]))
