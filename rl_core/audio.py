@@ -107,10 +107,22 @@ def _decode_with_librosa(path: Path) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
+def _truncated(path: Path, present_s: float, declared_s: float | None) -> TruncatedAudioError:
+    """One message for every format: what the file promised, what is there, and how to use the part that is."""
+    digits = 1 if declared_s is None or declared_s - present_s >= 0.1 else 3
+    promised = (
+        f"its header declares {declared_s:.{digits}f} s of audio but only {present_s:.{digits}f} s are present"
+        if declared_s is not None
+        else f"the stream stops without its end after {present_s:.1f} s"
+    )
+    return TruncatedAudioError(
+        f"{path.name}: the file is truncated: {promised} (copy interrupted or recorder lost power?). To use the "
+        f"part that is there, rewrite the file, e.g. `ffmpeg -i {path.name} fixed.wav`, or copy it again."
+    )
+
+
 def _check_wav_complete(path: Path, info: AudioInfo) -> None:
     """Refuse a RIFF/WAV whose data chunk is shorter than its header declares (libsndfile would silently clamp)."""
-    if path.suffix.lower() not in {".wav", ".wave"}:
-        return
     with open(path, "rb") as fh:
         header = fh.read(1 << 16)
     if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
@@ -125,14 +137,80 @@ def _check_wav_complete(path: Path, info: AudioInfo) -> None:
             if present < size:
                 # libsndfile clamps `frames` to what is present, so present bytes / frames is the frame size
                 frame_bytes = present / info.frames if info.frames else 1
-                declared_s = size / frame_bytes / info.sample_rate
-                raise TruncatedAudioError(
-                    f"{path.name}: the file is truncated: its header declares {declared_s:.1f} s of audio but only "
-                    f"{info.duration_s:.1f} s are present (copy interrupted or recorder lost power?). To use the part "
-                    f"that is there, rewrite the file, e.g. `ffmpeg -i {path.name} fixed.wav`, or copy it again."
-                )
+                raise _truncated(path, info.duration_s, size / frame_bytes / info.sample_rate)
             return
         pos += 8 + size + (size & 1)
+
+
+def _check_ogg_complete(path: Path, frames: int, sample_rate: int) -> None:
+    """Refuse an Ogg file (Vorbis, Opus, FLAC-in-Ogg) whose last page is cut or lacks the end-of-stream flag:
+    libsndfile counts the frames up to the last whole page, so a cut file would pass for a shorter one."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - (1 << 17)))  # an Ogg page is at most 65,307 bytes
+        tail = fh.read()
+    pos = tail.rfind(b"OggS")
+    if pos < 0 or len(tail) - pos < 27:
+        raise _truncated(path, frames / sample_rate, None)
+    n_segments = tail[pos + 26]
+    page_end = pos + 27 + n_segments + sum(tail[pos + 27 : pos + 27 + n_segments])
+    if page_end > len(tail) or not tail[pos + 5] & 0x04:
+        raise _truncated(path, frames / sample_rate, None)
+
+
+#: missing samples at the end tolerated before a file counts as truncated: libsndfile's length estimate of an MP3
+#: without a length header can exceed what it decodes by up to a frame (1,152 samples)
+_END_TOLERANCE = 2304
+
+
+def _decodable_until(path: Path) -> int:
+    """How many frames decode, front to back, before the data ends (only called for a damaged file)."""
+    count = 0
+    with sf.SoundFile(str(path)) as fh:
+        while True:
+            try:
+                got = fh.read(fh.samplerate, dtype="float32").shape[0]
+            except (sf.LibsndfileError, RuntimeError):
+                return count
+            count += got
+            if got < fh.samplerate:
+                return count
+
+
+def _check_decodes_to_end(path: Path, info: AudioInfo) -> None:
+    """Refuse a file whose header promises more frames than decode (FLAC, MP3 with a length header, ...)."""
+    probe = min(info.frames, info.sample_rate)
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            fh.seek(info.frames - probe)
+            got = fh.read(probe, dtype="float32").shape[0]
+    except (sf.LibsndfileError, RuntimeError):
+        got = -1
+    if got < probe - _END_TOLERANCE:
+        raise _truncated(path, _decodable_until(path) / info.sample_rate, info.duration_s)
+
+
+def _check_complete(path: Path, info: AudioInfo) -> None:
+    """One rule for every format soundfile reads: a recording whose end is missing is refused (TruncatedAudioError),
+    never analysed silently as a shorter one. Not detectable: an MP3 without a length header (Xing/Info) cut
+    between two frames, which is a valid shorter MP3."""
+    suffix = path.suffix.lower()
+    if suffix in {".wav", ".wave"}:
+        _check_wav_complete(path, info)
+    elif suffix not in {".ogg", ".oga", ".opus"}:  # Ogg is checked before the frame count (a cut one may read 0)
+        _check_decodes_to_end(path, info)
+
+
+@functools.lru_cache(maxsize=64)
+def _sf_audio_info(path: Path, _mtime_ns: int, _size: int) -> AudioInfo:
+    info = sf.info(str(path))
+    if path.suffix.lower() in {".ogg", ".oga", ".opus"}:
+        _check_ogg_complete(path, int(info.frames), int(info.samplerate))
+    if info.frames <= 0:
+        raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
+    result = AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.format)
+    _check_complete(path, result)
+    return result
 
 
 def audio_info(path: str | Path) -> AudioInfo:
@@ -140,12 +218,8 @@ def audio_info(path: str | Path) -> AudioInfo:
     path = _check_path(path)
     if path.suffix.lower() not in _FFMPEG_ONLY:
         try:
-            info = sf.info(str(path))
-            if info.frames <= 0:
-                raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
-            result = AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.format)
-            _check_wav_complete(path, result)
-            return result
+            stat = path.stat()  # cached per file version: the end check decodes a second of audio
+            return _sf_audio_info(path, stat.st_mtime_ns, stat.st_size)
         except sf.LibsndfileError as err:
             log.debug("soundfile cannot read %s (%s); trying audioread", path, err)
             if path.suffix.lower() in {".wav", ".wave", ".flac", ".aif", ".aiff"}:

@@ -186,6 +186,38 @@ def test_zero_samples(tmp_path):
         load_audio(path)
 
 
+@pytest.mark.parametrize("fmt,subtype,message", [
+    ("wav", "PCM_16", r"its header declares 6.0 s of audio but only 3.0 s are present"),
+    ("flac", "PCM_16", r"its header declares 6.0 s of audio but only [0-3].0 s are present"),
+    ("ogg", "VORBIS", r"the stream stops without its end after [2-3].\d s"),
+    ("ogg", "OPUS", r"the stream stops without its end after [2-3].\d s"),
+    ("mp3", "MPEG_LAYER_III", r"its header declares 6.0 s of audio but only [2-3].\d s are present"),
+])
+def test_a_truncated_recording_is_refused_in_every_format(tmp_path, fmt, subtype, message):
+    """One rule for every format: a file whose end is missing is refused with TruncatedAudioError, never analysed
+    as a shorter recording (the complete file is read as 6 s)."""
+    noise = (np.random.default_rng(1).standard_normal(48000 * 6) * 0.1).astype(np.float32)
+    full = tmp_path / f"full.{fmt}"
+    sf.write(full, noise, 48000, format=fmt.upper(), subtype=subtype)
+    assert audio_info(full).duration_s == pytest.approx(6.0, abs=0.06)
+    cut = tmp_path / f"cut.{fmt}"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TruncatedAudioError, match=f"cut.{fmt}: the file is truncated: {message}"):
+        audio_info(cut)
+    with pytest.raises(TruncatedAudioError):
+        list(iter_windows(cut, 48000, 3.0))
+
+
+def test_truncated_wav_message_tells_close_lengths_apart(tmp_path):
+    full = tmp_path / "full.wav"
+    sf.write(full, _tone(16000, 2.0), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:-100])
+    with pytest.raises(TruncatedAudioError, match="declares 2.000 s of audio but only 1.997 s are present"):
+        load_audio(cut)
+
+
 def test_truncated_wav(tmp_path):
     full = tmp_path / "full.wav"
     sf.write(full, _tone(16000, 2.0), 16000, subtype="PCM_16")
