@@ -438,6 +438,10 @@ def _slide(blocks: Iterator[np.ndarray], win: int, hop: int) -> Iterator[tuple[i
         yield next_start, buffer[next_start - offset :].copy()
 
 
+def _padded(window: np.ndarray, win: int) -> np.ndarray:
+    return window if window.shape[0] == win else np.pad(window, (0, win - window.shape[0]))
+
+
 def iter_windows(
     path: str | Path,
     target_sr: int,
@@ -463,9 +467,8 @@ def iter_windows(
     if resampling == "fft" and sr != target_sr:
         native = _resampled_blocks(path, info, sr, BLOCK_SECONDS, resampling)
         for start, segment in _slide(native, int(round(window_s * sr)), int(round(hop_s * sr))):
-            window = resample(segment, sr, target_sr, resampling)[:win]
-            yield start / sr, np.pad(window, (0, win - window.shape[0]))
+            yield start / sr, _padded(resample(segment, sr, target_sr, resampling)[:win], win)
         return
     blocks = _resampled_blocks(path, info, target_sr, BLOCK_SECONDS, resampling)
     for start, window in _slide(blocks, win, int(round(hop_s * target_sr))):
-        yield start / target_sr, np.pad(window, (0, win - window.shape[0]))
+        yield start / target_sr, _padded(window, win)
