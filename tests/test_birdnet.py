@@ -21,7 +21,8 @@ def birdnet():
 def test_describe_shows_licence_and_classes(capsys):
     info = describe_model("birdnet_v2_4", verbose=True)
     assert info["num_classes"] == 6522 and info["embedding_dim"] == 1024
-    assert "CC BY-NC-SA 4.0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "CC BY-NC-SA 4.0" in out and "48000 Hz (other rates resampled with fft)" in out
 
 
 def test_outputs_and_labels(birdnet):
