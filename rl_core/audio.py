@@ -201,8 +201,7 @@ def _check_complete(path: Path, info: AudioInfo) -> None:
         _check_decodes_to_end(path, info)
 
 
-@functools.lru_cache(maxsize=64)
-def _sf_audio_info(path: Path, _mtime_ns: int, _size: int) -> AudioInfo:
+def _sf_audio_info(path: Path) -> AudioInfo:
     info = sf.info(str(path))
     if path.suffix.lower() in {".ogg", ".oga", ".opus"}:
         _check_ogg_complete(path, int(info.frames), int(info.samplerate))
@@ -218,8 +217,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     path = _check_path(path)
     if path.suffix.lower() not in _FFMPEG_ONLY:
         try:
-            stat = path.stat()  # cached per file version: the end check decodes a second of audio
-            return _sf_audio_info(path, stat.st_mtime_ns, stat.st_size)
+            return _sf_audio_info(path)
         except sf.LibsndfileError as err:
             log.debug("soundfile cannot read %s (%s); trying audioread", path, err)
             if path.suffix.lower() in {".wav", ".wave", ".flac", ".aif", ".aiff"}:
