@@ -264,3 +264,14 @@ def test_m4a_through_ffmpeg(tmp_path):
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), str(m4a)], check=True)
     audio, sr = load_audio(m4a, 16000)
     assert sr == 16000 and abs(audio.shape[0] - 16000) < 2000
+
+
+def test_a_model_yaml_with_an_unknown_resampling_names_the_key():
+    from rl_core.configs import parse_model_entry
+    from rl_core.errors import ConfigError
+
+    entry = {"model_spec": {"name": "beats", "audio_config": {"sample_rate": 16000, "resampling": "kaiser_best"}}}
+    assert parse_model_entry(entry, "ok.yml").model_spec.audio_config.resampling == "kaiser_best"
+    entry["model_spec"]["audio_config"]["resampling"] = "soxr_hq"
+    with pytest.raises(ConfigError, match="bad.yml: 'model_spec.audio_config.resampling'"):
+        parse_model_entry(entry, "bad.yml")
