@@ -44,6 +44,7 @@ def model_info(name: str, entry: ModelEntry | None = None) -> dict[str, Any]:
         "description": entry.description,
         "sample_rate": entry.sample_rate,
         "window_seconds": entry.window_seconds,
+        "resampling": spec.audio_config.resampling,
         "embedding_dim": entry.embedding_dim,
         "num_classes": entry.num_classes,
         "has_trained_classifier": entry.has_trained_classifier,
@@ -103,7 +104,8 @@ def describe_model(name: str, verbose: bool = True, file: Any = None) -> dict[st
             f"Model: {name}",
             f"  Type: {info['architecture']} ({info['family']})",
             f"  Description: {info['description']}",
-            f"  Sample rate: {info['sample_rate']} Hz, window {info['window_seconds']:g} s",
+            f"  Sample rate: {info['sample_rate']} Hz (other rates resampled with {info['resampling']}), "
+            f"window {info['window_seconds']:g} s",
             f"  Embedding dim: {info['embedding_dim']}",
             f"  Trained classifier: {_classifier_text(info)}",
             f"  Checkpoint: {info['checkpoint_path'] or '(none)'}",

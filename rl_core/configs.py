@@ -32,6 +32,10 @@ class AudioConfig(BaseModel):
     target_length_seconds: float = Field(10.0, gt=0)
     window_selection: Literal["random", "center", "start"] = "random"
     center: bool = True
+    #: how a recording at another rate is brought to ``sample_rate``: the rule of the model's reference
+    #: (``rl_core.audio.resample``): "kaiser_best" = librosa kaiser_best with scale=True (the ESP models),
+    #: "fft" = scipy's FFT resample of each window, no rescaling (the official BirdNET package)
+    resampling: Literal["kaiser_best", "fft"] = "kaiser_best"
 
 
 class ModelSpec(BaseModel):

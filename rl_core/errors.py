@@ -29,7 +29,7 @@ class AudioDecodeError(AudioError):
 
 
 class TruncatedAudioError(AudioDecodeError):
-    """The WAV header declares more audio than the file holds (copy interrupted, recorder lost power)."""
+    """The end of a recording is missing (any format: copy interrupted, recorder lost power); it is refused."""
 
 
 class EmptyAudioError(AudioError):

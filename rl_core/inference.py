@@ -118,7 +118,7 @@ def run_file(
             scores.append(sc.detach().cpu().float().numpy())
         pending.clear()
 
-    for start, window in iter_windows(path, model.sample_rate, window_s, hop_s):
+    for start, window in iter_windows(path, model.sample_rate, window_s, hop_s, resampling=model.resampling):
         starts.append(start)
         pending.append(window)
         if len(pending) >= batch_size:

@@ -9,8 +9,9 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+from scipy.signal import resample as scipy_fft_resample
 
-from rl_core.audio import audio_info, iter_windows, load_audio
+from rl_core.audio import RESAMPLING_METHODS, audio_info, iter_audio_blocks, iter_windows, load_audio, resample
 from rl_core.errors import (
     AudioDecodeError,
     AudioFileNotFoundError,
@@ -45,6 +46,94 @@ def test_resampling_matches_librosa_kaiser_best_whole_file(tmp_path):
     ref = librosa.resample(x, orig_sr=44100, target_sr=16000, res_type="kaiser_best", scale=True)
     assert audio.shape == ref.shape
     assert np.abs(audio - ref).max() < 1e-4
+
+
+RATE_PAIRS = [(44100, 16000), (22050, 32000), (44100, 48000), (32000, 48000), (96000, 48000)]
+
+
+def _noise_with_tones(sr: int, seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(sr)
+    t = np.arange(int(sr * seconds)) / sr
+    return (0.05 * rng.standard_normal(t.shape[0]) + 0.2 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("orig_sr,target_sr", RATE_PAIRS)
+def test_kaiser_best_equals_librosa(orig_sr, target_sr):
+    x = _noise_with_tones(orig_sr, 2.0)
+    ours = resample(x, orig_sr, target_sr, "kaiser_best")
+    ref = librosa.resample(x, orig_sr=orig_sr, target_sr=target_sr, res_type="kaiser_best", scale=True)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    assert np.sqrt(np.mean((ours - ref) ** 2)) / np.sqrt(np.mean(ref**2)) < 1e-4
+    assert np.abs(ours - ref).max() < 1e-3  # edges included
+
+
+def test_kaiser_best_equals_librosa_on_a_real_recording(storm_petrels):
+    x, sr = sf.read(storm_petrels[0], dtype="float32")
+    assert sr == 44100
+    ours = resample(x, sr, 48000)
+    ref = librosa.resample(x, orig_sr=sr, target_sr=48000, res_type="kaiser_best", scale=True)
+    assert ours.shape == ref.shape
+    assert np.sqrt(np.mean((ours - ref) ** 2)) / np.sqrt(np.mean(ref**2)) < 2e-5
+
+
+def test_coprime_rates_fall_back_to_the_same_filter():
+    x = _noise_with_tones(44100, 0.5)
+    ref = librosa.resample(x, orig_sr=44100, target_sr=16001, res_type="kaiser_best", scale=True)
+    np.testing.assert_allclose(resample(x, 44100, 16001), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("orig_sr,target_sr", RATE_PAIRS)
+def test_streamed_kaiser_best_blocks_equal_the_whole_file(tmp_path, orig_sr, target_sr):
+    x = _noise_with_tones(orig_sr, 5.3)
+    path = tmp_path / "x.wav"
+    sf.write(path, x, orig_sr, subtype="FLOAT")
+    whole = resample(x, orig_sr, target_sr, "kaiser_best")
+    blocks = list(iter_audio_blocks(path, target_sr, block_seconds=1.0))
+    assert len(blocks) >= 5
+    np.testing.assert_allclose(np.concatenate(blocks), whole, atol=2e-6)
+    audio, _ = load_audio(path, target_sr)
+    np.testing.assert_allclose(audio, whole, atol=2e-6)
+
+
+@pytest.mark.parametrize("orig_sr,target_sr", RATE_PAIRS)
+def test_fft_windows_are_each_segment_resampled_alone(tmp_path, orig_sr, target_sr):
+    """BirdNET's rule: each 3-s segment at the native rate is FFT-resampled on its own, then zero-padded."""
+    x = _noise_with_tones(orig_sr, 7.5)
+    path = tmp_path / "x.wav"
+    sf.write(path, x, orig_sr, subtype="FLOAT")
+    windows = list(iter_windows(path, target_sr, 3.0, resampling="fft"))
+    assert [s for s, _ in windows] == [0.0, 3.0, 6.0]
+    seg = 3 * orig_sr
+    for i, (_, window) in enumerate(windows):
+        part = x[i * seg : (i + 1) * seg]
+        expected = scipy_fft_resample(part, round(part.shape[0] / orig_sr * target_sr))
+        assert window.shape == (3 * target_sr,)
+        np.testing.assert_allclose(window[: expected.shape[0]], expected, atol=1e-6)
+        assert not window[expected.shape[0] :].any()
+
+
+def test_fft_windows_with_hop_and_a_real_recording(storm_petrels):
+    x, sr = sf.read(storm_petrels[0], dtype="float32")
+    windows = list(iter_windows(storm_petrels[0], 48000, 3.0, hop_s=1.5, resampling="fft"))
+    assert [s for s, _ in windows][:3] == [0.0, 1.5, 3.0]
+    start, window = windows[3]
+    part = x[int(start * sr) : int(start * sr) + 3 * sr]
+    np.testing.assert_allclose(window, scipy_fft_resample(part, 144000), atol=1e-6)
+
+
+@pytest.mark.parametrize("resampling", RESAMPLING_METHODS)
+def test_same_rate_is_not_resampled(tmp_path, resampling):
+    x = _noise_with_tones(48000, 4.0)
+    path = tmp_path / "x.wav"
+    sf.write(path, x, 48000, subtype="FLOAT")
+    windows = list(iter_windows(path, 48000, 3.0, resampling=resampling))
+    np.testing.assert_array_equal(windows[0][1], x[:144000])
+    np.testing.assert_array_equal(windows[1][1][:48000], x[144000:])
+
+
+def test_unknown_resampling_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown resampling 'soxr_hq'"):
+        resample(np.zeros(100, np.float32), 44100, 48000, "soxr_hq")
 
 
 def test_six_channels_become_mono(tmp_path):
@@ -97,6 +186,38 @@ def test_zero_samples(tmp_path):
         load_audio(path)
 
 
+@pytest.mark.parametrize("fmt,subtype,message", [
+    ("wav", "PCM_16", r"its header declares 6.0 s of audio but only 3.0 s are present"),
+    ("flac", "PCM_16", r"its header declares 6.0 s of audio but only [0-3].0 s are present"),
+    ("ogg", "VORBIS", r"the stream stops without its end after [2-3].\d s"),
+    ("ogg", "OPUS", r"the stream stops without its end after [2-3].\d s"),
+    ("mp3", "MPEG_LAYER_III", r"its header declares 6.0 s of audio but only [2-3].\d s are present"),
+])
+def test_a_truncated_recording_is_refused_in_every_format(tmp_path, fmt, subtype, message):
+    """One rule for every format: a file whose end is missing is refused with TruncatedAudioError, never analysed
+    as a shorter recording (the complete file is read as 6 s)."""
+    noise = (np.random.default_rng(1).standard_normal(48000 * 6) * 0.1).astype(np.float32)
+    full = tmp_path / f"full.{fmt}"
+    sf.write(full, noise, 48000, format=fmt.upper(), subtype=subtype)
+    assert audio_info(full).duration_s == pytest.approx(6.0, abs=0.06)
+    cut = tmp_path / f"cut.{fmt}"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TruncatedAudioError, match=f"cut.{fmt}: the file is truncated: {message}"):
+        audio_info(cut)
+    with pytest.raises(TruncatedAudioError):
+        list(iter_windows(cut, 48000, 3.0))
+
+
+def test_truncated_wav_message_tells_close_lengths_apart(tmp_path):
+    full = tmp_path / "full.wav"
+    sf.write(full, _tone(16000, 2.0), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:-100])
+    with pytest.raises(TruncatedAudioError, match="declares 2.000 s of audio but only 1.997 s are present"):
+        load_audio(cut)
+
+
 def test_truncated_wav(tmp_path):
     full = tmp_path / "full.wav"
     sf.write(full, _tone(16000, 2.0), 16000, subtype="PCM_16")
@@ -143,3 +264,14 @@ def test_m4a_through_ffmpeg(tmp_path):
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), str(m4a)], check=True)
     audio, sr = load_audio(m4a, 16000)
     assert sr == 16000 and abs(audio.shape[0] - 16000) < 2000
+
+
+def test_a_model_yaml_with_an_unknown_resampling_names_the_key():
+    from rl_core.configs import parse_model_entry
+    from rl_core.errors import ConfigError
+
+    entry = {"model_spec": {"name": "beats", "audio_config": {"sample_rate": 16000, "resampling": "kaiser_best"}}}
+    assert parse_model_entry(entry, "ok.yml").model_spec.audio_config.resampling == "kaiser_best"
+    entry["model_spec"]["audio_config"]["resampling"] = "soxr_hq"
+    with pytest.raises(ConfigError, match="bad.yml: 'model_spec.audio_config.resampling'"):
+        parse_model_entry(entry, "bad.yml")

@@ -191,6 +191,11 @@ class ModelBase(nn.Module):
         return self.audio_config.sample_rate
 
     @property
+    def resampling(self) -> str:
+        """How recordings at other rates are resampled for this model (``AudioConfig.resampling``)."""
+        return self.audio_config.resampling
+
+    @property
     def window_samples(self) -> int:
         return int(round(self.audio_config.target_length_seconds * self.sample_rate))
 

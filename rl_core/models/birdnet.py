@@ -97,7 +97,9 @@ class BirdNET(ModelBase):
                 f"BirdNET's classifier is fixed at {NUM_CLASSES} classes; to learn {num_classes} classes, train a "
                 "probe on its embeddings (rl_core.build_probe_from_config_offline)"
             )
-        audio_config = audio_config or AudioConfig(sample_rate=SAMPLE_RATE, target_length_seconds=WINDOW_SECONDS)
+        audio_config = audio_config or AudioConfig(
+            sample_rate=SAMPLE_RATE, target_length_seconds=WINDOW_SECONDS, resampling="fft"
+        )
         if audio_config.sample_rate != SAMPLE_RATE:
             raise ConfigError(f"BirdNET V2.4 runs at {SAMPLE_RATE} Hz, not {audio_config.sample_rate} Hz")
         super().__init__(device, NUM_CLASSES, return_features_only, audio_config, pretrained)
