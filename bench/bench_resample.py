@@ -1,8 +1,8 @@
 """Resampling speed and agreement: rl_core.audio.resample against librosa's kaiser_best, on a real recording.
 
-    cd <repo> && PYTHONPATH=. .venv/bin/python -m bench.bench_resample [--seconds 60] [--repeats 3]
+    cd <repo> && .venv/bin/python -m bench.bench_resample [--seconds 60] [--repeats 3]
 
-(``PYTHONPATH=.`` is only needed while rl_core is not installed into the venv.) The storm-petrel recording of the
+The storm-petrel recording of the
 pykanto wheel is tiled to ``--seconds`` and resampled between common rates (44.1 and 96 kHz are first made from it
 with kaiser_best). Reported per rate pair: the best of ``--repeats`` warm runs (librosa's numba code compiled
 first) of librosa ``kaiser_best, scale=True``, of rl_core's ``"kaiser_best"`` (torchaudio) and of ``"fft"`` as
