@@ -383,20 +383,22 @@ def resolve_models(df: pd.DataFrame, directory: str | Path | None = None) -> pd.
     aliases = read_aliases(directory).set_index("name")
     facts = _registry_facts()
     out = df.copy()
-    out["name_in_source"] = out["model"]
-    names = out["model"].astype(str)
-    known = names.isin(aliases.index)
+    names = out["model"].astype(str).to_numpy(dtype=object)
+    out["name_in_source"] = names
+    known = np.isin(names, aliases.index)
     alias = aliases.reindex(names)
-    arch_key = alias["registry_key"].where(known, names.where(names.isin(facts), "")).fillna("").to_numpy()
-    out["model"] = np.where(known, alias["canonical"].to_numpy(), names.to_numpy())
-    same = np.where(known, alias["same_weights"].fillna(False).to_numpy(dtype=bool), names.isin(facts).to_numpy())
+    in_registry = np.array([n in facts for n in names])
+    arch_key = np.where(known, alias["registry_key"].fillna("").to_numpy(dtype=object),
+                        np.where(in_registry, names, ""))
+    out["model"] = np.where(known, alias["canonical"].fillna("").to_numpy(dtype=object), names)
+    same = np.where(known, alias["same_weights"].fillna(False).to_numpy(dtype=bool), in_registry)
     out["registry_key"] = np.where(same, arch_key, "")
     registry_family = np.array([facts.get(k, {}).get("family", "") for k in arch_key], dtype=object)
     alias_family = alias["family"].fillna("").to_numpy(dtype=object)
-    family = np.where(registry_family != "", registry_family, np.where(alias_family != "", alias_family, out["family"]))
-    out["family"] = family
+    out["family"] = np.where(registry_family != "", registry_family,
+                             np.where(alias_family != "", alias_family, out["family"].to_numpy(dtype=object)))
     params = np.array([facts.get(k, {}).get("parameters", np.nan) for k in arch_key], dtype=float)
-    out["parameters"] = out["parameters"].where(out["parameters"].notna(), params)
+    out["parameters"] = np.where(out["parameters"].notna(), out["parameters"], params)
     out["embedding_dim"] = np.array([facts.get(k, {}).get("embedding_dim", np.nan) for k in arch_key], dtype=float)
     out["weights_here"] = [bool(facts.get(k, {}).get("weights_here", False)) for k in out["registry_key"]]
     out["study"] = [_study(r) for r in out[["kind", "source", "protocol"]].to_dict("records")]
