@@ -20,7 +20,7 @@ KEY = ("benchmark", "metric", "probe", "study")
 RANDOM_SUFFIX = " (random weights)"
 #: the fixed columns of a benchmark table, before and after the dataset columns
 LEAD_COLUMNS = ["Model", "Mean rank", "Mean", "Datasets (of N)"]  # N: the table's number of datasets
-TRAIL_COLUMNS = ["Parameters (M)", "Embedding size", "Family", "Weights here", "Zoo entry"]
+TRAIL_COLUMNS = ["Params (M)", "Emb. dim", "Family", "Runs here", "Zoo entry"]
 
 
 def comparable_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -133,11 +133,11 @@ def benchmark_table(df: pd.DataFrame, benchmark: str, metric: str, probe: str, s
     for d in datasets:
         scores[d] = wide[d].round(4).to_numpy()
     facts = facts.reindex(wide.index)
-    scores["Parameters (M)"] = (facts["parameters"] / 1e6).round(1).to_numpy()
-    scores["Embedding size"] = facts["embedding_dim"].to_numpy()
+    scores["Params (M)"] = (facts["parameters"] / 1e6).round(1).to_numpy()
+    scores["Emb. dim"] = facts["embedding_dim"].to_numpy()
     scores["Family"] = facts["family"].to_numpy()
-    scores["Weights here"] = np.where(facts["weights_here"].to_numpy(dtype=bool), "yes", "no")
-    scores.loc[~ranked, "Weights here"] = "random"
+    scores["Runs here"] = np.where(facts["weights_here"].to_numpy(dtype=bool), "yes", "no")
+    scores.loc[~ranked, "Runs here"] = "random"
     scores["Zoo entry"] = facts["registry_key"].fillna("").to_numpy()
     scores = scores.sort_values(["Mean rank", "Mean"], ascending=[True, False], na_position="last", kind="stable")
     return BenchmarkTable(benchmark, metric, probe, study, datasets, scores.reset_index(drop=True), rows,

@@ -37,6 +37,54 @@ NUMERIC = {"value", "parameters", "source_row", "embedding_dim", "seed", "wall_t
 DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "rl_leaderboard_downloads"
 MAX_DOWNLOADS = 50
 BEST_STYLE = "font-weight: 700; background-color: #d1fae5"
+ZOO_LINK_STYLE = "color: #047857; text-decoration: underline; cursor: pointer"
+#: Gradio 6's table sorts from the ⋮ menu of a header only; this makes a click on a header's name sort by that
+#: column too (best first: descending, or ascending for ranks; a second click reverses), using the table's own
+#: numeric sort. A click on a zoo entry opens the Model zoo tab searched for it.
+HEADER_CLICK_SORTS = """
+() => {
+  if (window.__lbHeaderSort) return;
+  window.__lbHeaderSort = true;
+  document.addEventListener('click', (event) => {
+    const cell = event.target.closest('#lb-t-table [role=gridcell]');
+    if (cell) {  // a zoo entry opens the Model zoo tab filtered to that model
+      const th = document.querySelector(`#lb-t-table th[data-heading="${cell.getAttribute('data-col')}"]`);
+      const key = cell.innerText.trim();
+      if (!th || th.getAttribute('title') !== 'Zoo entry' || !key) return;
+      const tab = [...document.querySelectorAll('button[role=tab]')].find((b) => b.textContent.trim() === 'Model zoo');
+      if (tab) tab.click();
+      let waited = 0;
+      const fill = () => {
+        const box = document.querySelector('#zoo-search textarea, #zoo-search input');
+        if (box) { box.value = key; box.dispatchEvent(new Event('input', {bubbles: true})); }
+        else if (waited++ < 40) setTimeout(fill, 50);
+      };
+      fill();
+      return;
+    }
+    const content = event.target.closest('.lb-sortable th .header-content');
+    if (!content) return;
+    const th = content.closest('th');
+    const menu = th.querySelector('button.cell-menu-button');
+    if (!menu) return;
+    const rankLike = /rank/i.test(th.getAttribute('title') || '');
+    const first = rankLike ? 'ascending' : 'descending';
+    const other = rankLike ? 'descending' : 'ascending';
+    const next = th.dataset.lbSort === first ? other : first;
+    th.dataset.lbSort = next;
+    event.stopPropagation();  // the header's own click handler would only select it (and close the menu)
+    menu.click();
+    let tries = 0;
+    const pick = () => {
+      const item = [...document.querySelectorAll('[role=menu] [role=menuitem]')]
+        .find((el) => el.textContent.trim().toLowerCase() === 'sort ' + next);
+      if (item) item.click();
+      else if (tries++ < 20) setTimeout(pick, 25);
+    };
+    setTimeout(pick, 0);
+  }, true);
+}
+"""
 
 INTRO = (
     "Each table compares models on one benchmark with **one metric and one probe from one study** (a "
@@ -121,19 +169,24 @@ def styled(table: lt.BenchmarkTable):
     scores = table.scores
 
     def mark(column: pd.Series) -> list[str]:
+        if column.name == "Zoo entry":
+            return [ZOO_LINK_STYLE if key else "" for key in column]
         if column.name not in best:
             return [""] * len(column)
         ranked = scores["Mean rank"].notna()
         return [BEST_STYLE if ok and abs(v - best[column.name]) < 1e-12 else ""
                 for v, ok in zip(column.fillna(float("nan")), ranked)]
 
-    return scores.style.apply(mark, axis=0).format(precision=4, na_rep="")
+    formats = {c: "{:.3f}" for c in [*table.datasets, "Mean"]}
+    formats.update({"Mean rank": "{:.2f}", "Params (M)": "{:.1f}", "Emb. dim": "{:.0f}"})
+    return scores.style.apply(mark, axis=0).format(formats, na_rep="")
 
 
 def column_widths(table: lt.BenchmarkTable) -> list[str]:
-    widths = {"Model": 230, "Mean rank": 84, "Mean": 76, "Parameters (M)": 96, "Embedding size": 92,
-              "Family": 104, "Weights here": 80, "Zoo entry": 210}
-    return [f"{widths.get(c, 92 if c in table.datasets else 88)}px" for c in table.scores.columns]
+    widths = {"Model": 230, "Mean rank": 108, "Mean": 84, "Params (M)": 118, "Emb. dim": 100,
+              "Family": 130, "Runs here": 108, "Zoo entry": 260}
+    return [f"{widths.get(c, max(88, 9 * len(c) + 40) if c in table.datasets else 136)}px"
+            for c in table.scores.columns]
 
 
 def table_caption(table: lt.BenchmarkTable) -> str:
@@ -178,10 +231,10 @@ def bar_figure(table: lt.BenchmarkTable, colors: dict[str, str], what: str = "Me
 def scatter_figure(table: lt.BenchmarkTable, colors: dict[str, str]) -> go.Figure:
     """Mean score against parameter count (log scale), one colour per family."""
     data = table.scores[table.scores["Mean"].notna()]
-    known = data[data["Parameters (M)"].notna() & (data["Parameters (M)"] > 0)]
+    known = data[data["Params (M)"].notna() & (data["Params (M)"] > 0)]
     if known.empty:
         return _empty_figure("No parameter count is known for these models")
-    fig = px.scatter(known, x="Parameters (M)", y="Mean", color="Family", hover_name="Model", log_x=True,
+    fig = px.scatter(known, x="Params (M)", y="Mean", color="Family", hover_name="Model", log_x=True,
                      color_discrete_map=colors, template="plotly_white",
                      title=f"mean {table.metric} against size ({len(data) - len(known)} models without a known "
                            "size left out)")
@@ -365,6 +418,7 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
                 study = gr.Dropdown(label="Study / source", elem_id="lb-t-study", scale=4)
             caption = gr.Markdown(elem_id="lb-t-caption")
             table = gr.Dataframe(interactive=False, label="Models x datasets", elem_id="lb-t-table",
+                                 elem_classes=["lb-sortable"],
                                  max_height=560, wrap=False, pinned_columns=1, show_search="search",
                                  buttons=["copy", "fullscreen"])
             with gr.Accordion("Provenance of these numbers (checksum, commit, hardware, date)", open=False):
@@ -389,6 +443,7 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
             columns = gr.CheckboxGroup(LOADED_COLUMNS, value=RAW_COLUMNS, label="Columns")
             count = gr.Markdown(elem_id="lb-count")
             raw = gr.Dataframe(interactive=False, label="Results", elem_id="lb-table", max_height=480, wrap=True,
+                               elem_classes=["lb-sortable"],
                                pinned_columns=1, show_search="none", buttons=["copy", "fullscreen"])
             with gr.Row():
                 download_btn = gr.Button("Prepare CSV of these rows", scale=0, elem_id="lb-download-btn")
@@ -419,6 +474,7 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
 
     reload_btn.click(reload, [*keys, plot_what], table_outputs, api_visibility="private", **order)
     gr.api(board.api, api_name="leaderboard", queue=False)
+    demo.load(None, js=HEADER_CLICK_SORTS)
     demo.load(board.tables_event, [*keys, plot_what], table_outputs, api_visibility="private", **order)
     demo.load(board.raw_event, [*raw_inputs, columns], raw_outputs, api_visibility="private", **order)
     return board
