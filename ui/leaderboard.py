@@ -183,9 +183,9 @@ def styled(table: lt.BenchmarkTable):
 
 
 def column_widths(table: lt.BenchmarkTable) -> list[str]:
-    widths = {"Model": 230, "Mean rank": 108, "Mean": 84, "Params (M)": 118, "Emb. dim": 100,
-              "Family": 130, "Runs here": 108, "Zoo entry": 260}
-    return [f"{widths.get(c, max(88, 9 * len(c) + 40) if c in table.datasets else 136)}px"
+    widths = {"Model": 220, "Mean rank": 100, "Mean": 80, "Params (M)": 112, "Emb. dim": 96,
+              "Family": 124, "Runs here": 104, "Zoo entry": 250}
+    return [f"{widths.get(c, max(84, 9 * len(c) + 40) if c in table.datasets else 150)}px"
             for c in table.scores.columns]
 
 
