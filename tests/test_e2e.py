@@ -194,6 +194,12 @@ def test_leaderboard_table_pins_the_model_and_sorts_numerically(wide_page):
     assert model_cell.inner_text().strip() in models
     last = page.locator(f'{table} th[title="Zoo entry"]').bounding_box()
     assert last["x"] + last["width"] <= frame["x"] + frame["width"] + 1  # the last column came into view
+    # a zoo entry opens the Model zoo tab, searched for that model
+    zoo = header_index(page, table, "Zoo entry")
+    page.locator(f'{table} [role=gridcell][data-col="{zoo}"]', has_text="birdnet_v2_4").first.click()
+    sync_api.expect(page.locator("#zoo-search textarea, #zoo-search input").first).to_have_value("birdnet_v2_4")
+    page.wait_for_function("() => { const r = document.querySelectorAll('#zoo-table .virtual-body [role=row]');"
+                           " return r.length === 1 && r[0].innerText.includes('birdnet_v2_4'); }")
 
 
 def test_leaderboard_benchmark_choice_changes_the_table(page):

@@ -130,3 +130,14 @@ def test_upload_through_the_tab(own_board, tmp_path):
     assert table.value["data"][0][0] == "My-Net" and "Results: submitted." in caption
     assert (own_board.df["kind"] == "submitted").sum() == 2
     assert len(list((Path(own_board.data_dir) / lb.SUBMITTED_DIR).glob("*.csv"))) == 1
+
+
+def test_a_benchmark_run_appears_without_a_reload(own_board):
+    row = {"model": "esp_aves2_eat_all", "family": "EAT", "benchmark": "rl_core bundled",
+           "dataset": "multi_taxon", "task": "taxon classification", "metric": "accuracy", "probe": "linear",
+           "value": 0.5, "source": "rl_core runner test", "date": "2026-12-01", "seed": 0,
+           "protocol": "bundled-v1", "checkpoint_sha256": "cd" * 32}
+    lb.append_local_results([row], own_board.data_dir)  # as `python -m rl_core benchmark` would
+    _, _, _, _, caption, table, *_ = own_board.tables_event("rl_core bundled", "accuracy", "linear", None)
+    models = [r[0] for r in table.value["data"]]
+    assert "EAT-all" in models and "BirdNET" in models  # the registry key got its canonical name

@@ -21,6 +21,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from rl_core import leaderboard as lb
 from rl_core import leaderboard_tables as lt
 from rl_core.atomic import write_text_atomic
 from rl_core.errors import RLCoreError
@@ -97,7 +98,7 @@ HOW_TO_ADD = """
 **How results get here.** *Published numbers*: rows of `shared/leaderboard_sources/published_results.csv`, turned
 into `leaderboard_data/published_results.csv` by `python -m leaderboard_data.build_published`. *Local numbers*:
 `python -m rl_core benchmark` (or `evaluate --config ...`) appends to `leaderboard_data/local_results.csv` with
-provenance and they appear on **Reload data**. *Your numbers*: upload a results CSV below; required columns
+provenance; they appear with the next change of table. *Your numbers*: upload a results CSV below; required columns
 `model, benchmark, dataset, metric, probe, value, source`, optional any other column of
 `leaderboard_data/schema.json`; values on a 0-1 scale. Every row is checked; a file with a bad row is refused
 whole, with one message per bad row. Accepted files are stored as new files and marked *submitted*.
@@ -323,12 +324,24 @@ class Leaderboard:
         self._lock = threading.Lock()
         self.reload()
 
+    def _files_signature(self) -> tuple:
+        folder = lb.data_dir(self.data_dir)
+        paths = [folder / lb.PUBLISHED_FILE, folder / lb.LOCAL_FILE, folder / lb.ALIASES_FILE,
+                 *sorted((folder / lb.SUBMITTED_DIR).glob("*.csv"))]
+        return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths if p.is_file())
+
     def reload(self) -> None:
+        signature = self._files_signature()
         df, message = load_data(self.data_dir)
         with self._lock:
-            self.df, self.message = df, message
+            self.df, self.message, self.signature = df, message, signature
             self.keys = lt.table_keys(df) if not df.empty else pd.DataFrame(columns=[*lt.KEY, "models"])
             self.colors = family_colors(list(df["family"].astype(str)))
+
+    def refresh(self) -> None:
+        """Reload when a results file changed (a benchmark run or an upload elsewhere): new rows appear at once."""
+        if self._files_signature() != self.signature:
+            self.reload()
 
     # ---- benchmark tables
     def table(self, benchmark: str | None = None, metric: str | None = None, probe: str | None = None,
@@ -338,6 +351,7 @@ class Leaderboard:
 
     def tables_event(self, benchmark, metric, probe, study, plot_what="Mean"):
         """Everything the benchmark view shows, for the chosen (or nearest valid) key."""
+        self.refresh()
         try:
             table, key, opts = self.table(benchmark, metric, probe, study)
         except RLCoreError as exc:
@@ -357,6 +371,7 @@ class Leaderboard:
 
     def api(self, benchmark: str = "BEANS", metric: str = "", probe: str = "", study: str = "") -> dict[str, Any]:
         """The /leaderboard API: one benchmark table as JSON. Empty arguments take the default choice."""
+        self.refresh()
         try:
             table, key, opts = self.table(benchmark or None, metric or None, probe or None, study or None,
                                           strict=True)
@@ -368,6 +383,7 @@ class Leaderboard:
 
     # ---- raw rows
     def raw_event(self, benchmark, dataset, task, metric, probe, family, kind, search, columns):
+        self.refresh()
         rows = filter_rows(self.df, benchmark, dataset, task, metric, probe, family, kind, search)
         view = raw_view(rows, columns)
         count = f"**{len(rows)}** of {len(self.df)} results · {rows['model'].nunique()} models"
@@ -454,7 +470,6 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
             upload = gr.File(label="Results CSV", file_types=[".csv"], type="filepath", elem_id="lb-upload")
             submit_btn = gr.Button("Check and add", variant="primary", elem_id="lb-submit")
             submit_msg = gr.Markdown(elem_id="lb-submit-msg")
-            reload_btn = gr.Button("Reload data (after a benchmark run)", scale=0)
 
     keys = [benchmark, metric, probe, study]
     table_outputs = [*keys, caption, table, bar, scatter, heatmap, sources, provenance]
@@ -468,11 +483,6 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
     submit_btn.click(board.submit, upload, [submit_msg, *keys], api_name="leaderboard_submit", **order).then(
         board.tables_event, [*keys, plot_what], table_outputs, api_visibility="private", **order)
 
-    def reload(*args):
-        board.reload()
-        return board.tables_event(*args)
-
-    reload_btn.click(reload, [*keys, plot_what], table_outputs, api_visibility="private", **order)
     gr.api(board.api, api_name="leaderboard", queue=False)
     demo.load(None, js=HEADER_CLICK_SORTS)
     demo.load(board.tables_event, [*keys, plot_what], table_outputs, api_visibility="private", **order)
