@@ -47,7 +47,7 @@ class BenchmarkTable:
     datasets: list[str]
     scores: pd.DataFrame
     rows: pd.DataFrame = field(repr=False)
-    seeds_averaged: bool = False
+    averaged_cells: int = 0  # cells that are the mean of several numbers (seeds of a run, repeated uploads)
 
     @property
     def title(self) -> str:
@@ -141,4 +141,4 @@ def benchmark_table(df: pd.DataFrame, benchmark: str, metric: str, probe: str, s
     scores["Zoo entry"] = facts["registry_key"].fillna("").to_numpy()
     scores = scores.sort_values(["Mean rank", "Mean"], ascending=[True, False], na_position="last", kind="stable")
     return BenchmarkTable(benchmark, metric, probe, study, datasets, scores.reset_index(drop=True), rows,
-                          seeds_averaged=bool((cells["size"] > 1).any()))
+                          averaged_cells=int((cells["size"] > 1).sum()))

@@ -141,3 +141,9 @@ def test_a_benchmark_run_appears_without_a_reload(own_board):
     _, _, _, _, caption, table, *_ = own_board.tables_event("rl_core bundled", "accuracy", "linear", None)
     models = [r[0] for r in table.value["data"]]
     assert "EAT-all" in models and "BirdNET" in models  # the registry key got its canonical name
+
+
+def test_caption_says_which_cells_average_several_numbers(board):
+    caption = board.tables_event("rl_core bundled", "accuracy", "linear", None)[4]
+    assert "2 cells are the mean of several numbers (seeds of one run)" in caption  # BirdNET, seeds 0-2
+    assert "random weights are baselines" in caption

@@ -198,8 +198,9 @@ def table_caption(table: lt.BenchmarkTable) -> str:
              f"probe **{table.probe}** · {ranked} ranked"]
     if ranked < n_models:
         lines.append("Models with random weights are baselines: shown, never ranked.")
-    if table.seeds_averaged:
-        lines.append("Where a run has several seeds, the cell is their mean.")
+    if table.averaged_cells:
+        how = "seeds of one run" if set(table.rows["kind"]) == {"local"} else "seeds or repeated uploads"
+        lines.append(f"{table.averaged_cells} cells are the mean of several numbers ({how}).")
     kinds = sorted(set(table.rows["kind"]))
     lines.append("Results: " + ", ".join(kinds) + ".")
     return "  \n".join(lines)
@@ -394,7 +395,7 @@ class Leaderboard:
         return download_csv(rows)
 
     # ---- uploads
-    def submit(self, file: str | None) -> tuple[str, str, str, str, str]:
+    def submit(self, file: str | None) -> tuple[str, gr.Dropdown, gr.Dropdown, gr.Dropdown, gr.Dropdown]:
         """Validate and store an uploaded results CSV; returns a message and the key of its table."""
         if not file:
             return ("Choose a results CSV first.", *(gr.Dropdown() for _ in lt.KEY))
