@@ -137,6 +137,16 @@ def test_leaderboard_endpoint_takes_named_parameters(client):
     assert sorted(answer["datasets"]) == ["bats", "cbi", "dogs", "esc50", "humbugdb", "watkins"]
     ranks = table["Mean rank"].tolist()
     assert ranks == sorted(ranks)
+    # the same means and mean ranks as pandas computes them from the raw rows of that study
+    from rl_core.leaderboard import load_leaderboard
+
+    raw = load_leaderboard(REPO / "leaderboard_data")
+    raw = raw[(raw["benchmark"] == "BEANS") & (raw["metric"] == "accuracy") & (raw["probe"] == "linear")
+              & (raw["study"] == answer["study"]) & ~raw["dataset"].str.startswith("mean(")]
+    wide = raw.pivot_table(index="model", columns="dataset", values="value", aggfunc="mean")
+    table = table.set_index("Model")
+    assert np.allclose(table["Mean"], wide.mean(axis=1).reindex(table.index), atol=6e-5)
+    assert np.allclose(table["Mean rank"], wide.rank(ascending=False).mean(axis=1).reindex(table.index), atol=6e-3)
     birdset = client.predict(benchmark="BirdSet", api_name="/leaderboard")
     assert birdset["benchmark"] == "BirdSet" and set(birdset["datasets"]).isdisjoint(answer["datasets"])
     with pytest.raises(Exception, match="no metric 'top-5'"):
