@@ -31,8 +31,9 @@ from ui.common import describe_error
 log = logging.getLogger(__name__)
 
 FILTERS = ["benchmark", "dataset", "task", "metric", "probe", "family", "kind"]
-RAW_COLUMNS = ["model", "name_in_source", "family", "benchmark", "dataset", "metric", "probe", "value", "kind",
-               "study", "source_row"]
+# the number comes early so that it is in view at 1440 px; the long texts come last
+RAW_COLUMNS = ["model", "dataset", "metric", "value", "probe", "benchmark", "kind", "family", "name_in_source",
+               "source_row", "study"]
 NUMERIC = {"value", "parameters", "source_row", "embedding_dim", "seed", "wall_time_s"}
 #: downloads are written on demand, named by their content, and reused (at most this many kept)
 DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "rl_leaderboard_downloads"
@@ -142,7 +143,8 @@ def filter_rows(df: pd.DataFrame, benchmark=None, dataset=None, task=None, metri
 
 def raw_view(rows: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
     """The raw table: chosen columns, best value first; numbers stay numeric so sorting is numeric."""
-    columns = [c for c in (columns or RAW_COLUMNS) if c in LOADED_COLUMNS] or RAW_COLUMNS
+    chosen = [c for c in (columns or RAW_COLUMNS) if c in LOADED_COLUMNS] or RAW_COLUMNS
+    columns = [c for c in RAW_COLUMNS if c in chosen] + [c for c in chosen if c not in RAW_COLUMNS]
     view = rows.sort_values("value", ascending=False, kind="stable")[columns].copy()
     if "value" in view:
         view["value"] = view["value"].round(4)
@@ -272,8 +274,9 @@ def sources_markdown(rows: pd.DataFrame, limit: int = 30) -> str:
             details.append(f"<li>... and {len(where) - 40} more</li>")
         notes = sorted({n for n in group["notes"] if n})
         details += [f"<li>{html.escape(n)}</li>" for n in notes[:20]]
-        expand = (f" <details><summary>tables and notes ({len(where)} tables)</summary><ul>{''.join(details)}"
-                  "</ul></details>") if details else ""
+        summary = f"{len(where)} source table{'s' if len(where) != 1 else ''} and notes" if where else "notes"
+        expand = (f" <details><summary>{summary}</summary><ul>{''.join(details)}</ul></details>"
+                  if details else "")
         lines.append(f"- **{html.escape(str(study))}** · {kind} · {len(group)} numbers{link}{expand}")
     if studies.ngroups > limit:
         lines.append(f"- ... and {studies.ngroups - limit} more sources")
@@ -390,9 +393,9 @@ class Leaderboard:
         count = f"**{len(rows)}** of {len(self.df)} results · {rows['model'].nunique()} models"
         return gr.Dataframe(value=view, datatype=column_types(view)), count, sources_markdown(rows)
 
-    def download_event(self, benchmark, dataset, task, metric, probe, family, kind, search):
+    def download_event(self, benchmark, dataset, task, metric, probe, family, kind, search) -> gr.DownloadButton:
         rows = filter_rows(self.df, benchmark, dataset, task, metric, probe, family, kind, search)
-        return download_csv(rows)
+        return gr.DownloadButton(f"Download {len(rows)} rows (CSV)", value=download_csv(rows), visible=True)
 
     # ---- uploads
     def submit(self, file: str | None) -> tuple[str, gr.Dropdown, gr.Dropdown, gr.Dropdown, gr.Dropdown]:
@@ -463,8 +466,9 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
                                elem_classes=["lb-sortable"],
                                pinned_columns=1, show_search="none", buttons=["copy", "fullscreen"])
             with gr.Row():
-                download_btn = gr.Button("Prepare CSV of these rows", scale=0, elem_id="lb-download-btn")
-                download = gr.File(label="Download (CSV)", interactive=False, elem_id="lb-download")
+                download_btn = gr.Button("Prepare CSV of these rows", scale=0, min_width=240, elem_id="lb-download-btn")
+                download = gr.DownloadButton("Download (CSV)", visible=False, elem_id="lb-download", scale=0,
+                                             min_width=260)
             raw_sources = gr.Markdown(elem_id="lb-sources")
         with gr.Tab("Add results", id="lb-add-tab"):
             gr.Markdown(HOW_TO_ADD)
