@@ -349,7 +349,8 @@ def read_aliases(directory: str | Path | None = None) -> pd.DataFrame:
     if list(aliases.columns) != expected:
         raise LeaderboardError(f"{path}: expected columns {expected}, got {list(aliases.columns)}")
     if not aliases["name"].is_unique:
-        raise LeaderboardError(f"{path}: a name is listed twice: {aliases['name'][aliases['name'].duplicated()].tolist()}")
+        twice = aliases["name"][aliases["name"].duplicated()].tolist()
+        raise LeaderboardError(f"{path}: a name is listed twice: {twice}")
     aliases["same_weights"] = aliases["same_weights"].str.lower().eq("true")
     return aliases
 

@@ -172,7 +172,8 @@ def test_leaderboard_upload_refused_row_by_row_then_accepted(client, leaderboard
     assert not (leaderboard_dir / "submitted").exists()
     good = tmp_path / "good.csv"
     good.write_text("model,benchmark,dataset,metric,probe,value,source\n"
-                    "My-Net,BEANS,watkins,accuracy,linear,0.8,Lab 2026\nBirdNET,BEANS,cbi,accuracy,linear,0.7,Lab 2026\n")
+                    "My-Net,BEANS,watkins,accuracy,linear,0.8,Lab 2026\n"
+                    "BirdNET,BEANS,cbi,accuracy,linear,0.7,Lab 2026\n")
     message, *_ = client.predict(handle_file(str(good)), api_name="/leaderboard_submit")
     assert message.startswith("**Stored 2 rows** from good.csv")
     answer = client.predict(benchmark="BEANS", metric="accuracy", probe="linear", study="submitted: Lab 2026",

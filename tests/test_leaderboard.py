@@ -137,10 +137,12 @@ def test_aliases_give_one_name_per_model_and_registry_facts(full):
     from rl_core.registry import get_model_entry
 
     entry = get_model_entry("birdnet_v2_4")
-    assert (resolved["parameters"] == entry.parameters).all() and (resolved["embedding_dim"] == entry.embedding_dim).all()
+    assert (resolved["parameters"] == entry.parameters).all()
+    assert (resolved["embedding_dim"] == entry.embedding_dim).all()
     # in the real data the published "BirdNet" and the local birdnet_v2_4 runs are one model
     birdnet = full[full["model"] == "BirdNET"]
-    assert set(birdnet["name_in_source"]) == {"BirdNet", "birdnet_v2_4"} and set(birdnet["kind"]) == {"published", "local"}
+    assert set(birdnet["name_in_source"]) == {"BirdNet", "birdnet_v2_4"}
+    assert set(birdnet["kind"]) == {"published", "local"}
     # an architecture-only alias gives the size but no zoo link
     beats = full[full["name_in_source"] == "BEATs"].iloc[0]
     assert beats["registry_key"] == "" and beats["parameters"] == get_model_entry("beats_iter3_plus_as2m").parameters

@@ -294,7 +294,8 @@ def provenance_markdown(table: lt.BenchmarkTable) -> str:
             seeds = sorted({int(s) for s in group["seed"] if s >= 0})
             lines.append(
                 f"- **{name}** · model sha256 {', '.join(f'`{s[:16]}…`' for s in sha) or 'none (random weights)'}"
-                f" · commit {', '.join(f'`{c}`' for c in commit) or 'unknown'} · {first['hardware'] or 'hardware unknown'}"
+                f" · commit {', '.join(f'`{c}`' for c in commit) or 'unknown'}"
+                f" · {first['hardware'] or 'hardware unknown'}"
                 f" · {', '.join(sorted(set(group['date'])))} · rl_core {first['rl_core_version'] or '?'}"
                 f" · protocol {first['protocol']} · seeds {seeds}")
         else:
@@ -466,7 +467,8 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
                                elem_classes=["lb-sortable"],
                                pinned_columns=1, show_search="none", buttons=["copy", "fullscreen"])
             with gr.Row():
-                download_btn = gr.Button("Prepare CSV of these rows", scale=0, min_width=240, elem_id="lb-download-btn")
+                download_btn = gr.Button("Prepare CSV of these rows", scale=0, min_width=240,
+                                         elem_id="lb-download-btn")
                 download = gr.DownloadButton("Download (CSV)", visible=False, elem_id="lb-download", scale=0,
                                              min_width=260)
             raw_sources = gr.Markdown(elem_id="lb-sources")
