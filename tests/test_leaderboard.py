@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -11,12 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leaderboard_data import build_published
 from rl_core import leaderboard as lb
 from rl_core import leaderboard_tables as lt
 from rl_core.errors import ConfigError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "leaderboard_data"
+# the build script lives with the data (``python -m leaderboard_data.build_published``); loaded from its file so
+# that the tests do not depend on how the repository root is put on sys.path
+_spec = importlib.util.spec_from_file_location("build_published", DATA_DIR / "build_published.py")
+build_published = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_published)
 MIRON = "Miron et al., What Matters for Bioacoustic Encoding (arXiv:2508.11845, ICLR 2026)"
 
 
