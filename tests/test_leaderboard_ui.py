@@ -82,6 +82,7 @@ def test_local_table_shows_provenance_on_demand(board):
 def test_api_takes_named_parameters_and_refuses_unknown_choices(board):
     answer = board.api(benchmark="BEANS", metric="accuracy", probe="linear")
     assert answer["study"] == MIRON and answer["headers"][0] == "Model" and len(answer["data"]) == 20
+    assert answer["best"]["esc50"] == 0.958 and answer["best"]["Mean rank"] == answer["data"][0][1]
     assert answer["datasets"] == [h for h in answer["headers"] if h in {"bats", "cbi", "dogs", "esc50", "humbugdb",
                                                                        "watkins"}]
     import gradio as gr

@@ -384,7 +384,7 @@ class Leaderboard:
             raise gr.Error(describe_error(exc)) from None
         scores = table.scores.astype(object).where(table.scores.notna(), None)
         return {**key, "title": table.title, "datasets": table.datasets, "headers": list(scores.columns),
-                "data": scores.values.tolist(), "choices": opts}
+                "data": scores.values.tolist(), "best": table.best(), "choices": opts}
 
     # ---- raw rows
     def raw_event(self, benchmark, dataset, task, metric, probe, family, kind, search, columns):
