@@ -17,13 +17,30 @@ from gradio_client import Client, handle_file
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "birdnet_v2_4"
-ENDPOINTS = {"/predict", "/embedding_map", "/leaderboard", "/zoo_table", "/model_card"}
+ENDPOINTS = {"/predict", "/embedding_map", "/leaderboard", "/leaderboard_submit", "/zoo_table", "/model_card"}
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def leaderboard_dir(tmp_path_factory) -> Path:
+    """A copy of leaderboard_data/, so that uploads never touch the repository's files."""
+    folder = tmp_path_factory.mktemp("leaderboard")
+    for name in ("published_results.csv", "local_results.csv", "model_aliases.csv", "schema.json"):
+        (folder / name).write_bytes((REPO / "leaderboard_data" / name).read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app_tmp(tmp_path_factory) -> Path:
+    """The app's own temporary folder (Gradio's cache and the app's outputs), so its disk use can be measured."""
+    return tmp_path_factory.mktemp("app_tmp")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, leaderboard_dir, app_tmp):
     running = RunningApp("--preload", MODEL, "--max-file-size", "3MB", "--no-warmup",
-                         log_path=tmp_path_factory.mktemp("app") / "app.log")
+                         "--leaderboard-dir", str(leaderboard_dir),
+                         log_path=tmp_path_factory.mktemp("app") / "app.log",
+                         env={"TMPDIR": str(app_tmp), "GRADIO_TEMP_DIR": str(app_tmp / "gradio")})
     try:
         running.wait_ready()
         yield running
@@ -104,21 +121,64 @@ def test_embedding_map_example_set(client):
     assert len(points["data"]) == 26 and {"Great Tit B32", "Storm-Petrel"} <= labels
 
 
-def test_leaderboard_endpoint(client):
-    table, count, bar, scatter, sources, csv_path = client.predict(
-        [], [], [], [], [], [], [], "", ["model", "value", "source"], "accuracy", api_name="/leaderboard")
-    assert table["datatype"] == ["str", "number", "str"]  # numbers go out as numbers: numeric sorting
-    table = table["value"]
-    assert table["headers"] == ["model", "value", "source"]
-    values = [row[1] for row in table["data"]]
-    assert values == sorted(values, reverse=True)
-    total = len(pd.read_csv(csv_path))
-    assert count.startswith(f"**{total}** of")
-    if total:  # with the eval branch's data merged, a filter must shrink the table
-        first_benchmark = pd.read_csv(csv_path)["benchmark"].iloc[0]
-        table2, count2, *_ = client.predict([first_benchmark], [], [], [], [], [], [], "", ["model", "value"],
-                                            "accuracy", api_name="/leaderboard")
-        assert 0 < len(table2["value"]["data"]) < total
+def _disk_use(folder: Path) -> tuple[int, int]:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def test_leaderboard_endpoint_takes_named_parameters(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    params = [p["parameter_name"] for p in api["named_endpoints"]["/leaderboard"]["parameters"]]
+    assert params == ["benchmark", "metric", "probe", "study"]
+    answer = client.predict(benchmark="BEANS", metric="accuracy", probe="linear", api_name="/leaderboard")
+    assert answer["benchmark"] == "BEANS" and answer["probe"] == "linear" and answer["study"].startswith("Miron")
+    table = pd.DataFrame(answer["data"], columns=answer["headers"])
+    assert table["Model"].is_unique and len(table) == 20 and "BirdNET" in set(table["Model"])
+    assert sorted(answer["datasets"]) == ["bats", "cbi", "dogs", "esc50", "humbugdb", "watkins"]
+    ranks = table["Mean rank"].tolist()
+    assert ranks == sorted(ranks)
+    # the same means and mean ranks as pandas computes them from the raw rows of that study
+    from rl_core.leaderboard import load_leaderboard
+
+    raw = load_leaderboard(REPO / "leaderboard_data")
+    raw = raw[(raw["benchmark"] == "BEANS") & (raw["metric"] == "accuracy") & (raw["probe"] == "linear")
+              & (raw["study"] == answer["study"]) & ~raw["dataset"].str.startswith("mean(")]
+    wide = raw.pivot_table(index="model", columns="dataset", values="value", aggfunc="mean")
+    table = table.set_index("Model")
+    assert np.allclose(table["Mean"], wide.mean(axis=1).reindex(table.index), atol=6e-5)
+    assert np.allclose(table["Mean rank"], wide.rank(ascending=False).mean(axis=1).reindex(table.index), atol=6e-3)
+    birdset = client.predict(benchmark="BirdSet", api_name="/leaderboard")
+    assert birdset["benchmark"] == "BirdSet" and set(birdset["datasets"]).isdisjoint(answer["datasets"])
+    with pytest.raises(Exception, match="no metric 'top-5'"):
+        client.predict(benchmark="BEANS", metric="top-5", api_name="/leaderboard")
+
+
+def test_twenty_leaderboard_calls_do_not_grow_disk_use(client, app_tmp):
+    client.predict(benchmark="BEANS", api_name="/leaderboard")
+    before = _disk_use(app_tmp)
+    for i in range(20):
+        client.predict(benchmark=["BEANS", "BirdSet"][i % 2], api_name="/leaderboard")
+    assert _disk_use(app_tmp) == before
+
+
+def test_leaderboard_upload_refused_row_by_row_then_accepted(client, leaderboard_dir, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,benchmark,dataset,metric,probe,value,source\n"
+                   "My-Net,BEANS,watkins,accuracy,linear,0.8,Lab 2026\n,BEANS,cbi,accuracy,linear,0.7,Lab 2026\n"
+                   "My-Net,BEANS,dogs,accuracy,linear,95,Lab 2026\n")
+    message, *_ = client.predict(handle_file(str(bad)), api_name="/leaderboard_submit")
+    assert "2 of 3 rows refused, nothing stored" in message
+    assert "- row 2: 'model' is empty" in message and "- row 3: value must be in [0, 1]" in message
+    assert not (leaderboard_dir / "submitted").exists()
+    good = tmp_path / "good.csv"
+    good.write_text("model,benchmark,dataset,metric,probe,value,source\n"
+                    "My-Net,BEANS,watkins,accuracy,linear,0.8,Lab 2026\n"
+                    "BirdNET,BEANS,cbi,accuracy,linear,0.7,Lab 2026\n")
+    message, *_ = client.predict(handle_file(str(good)), api_name="/leaderboard_submit")
+    assert message.startswith("**Stored 2 rows** from good.csv")
+    answer = client.predict(benchmark="BEANS", metric="accuracy", probe="linear", study="submitted: Lab 2026",
+                            api_name="/leaderboard")
+    assert sorted(row[0] for row in answer["data"]) == ["BirdNET", "My-Net"]
 
 
 def test_zoo_endpoints(client):

@@ -128,8 +128,94 @@ def count_rows(page) -> int:
     return int(re.search(r"(\d+) of \d+ results", text).group(1))
 
 
+@pytest.fixture
+def wide_page(app, browser):
+    """The app at 1440 px wide (the README screenshot's width)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app.url)
+    page.wait_for_selector("#inf-run")
+    yield page
+    context.close()
+
+
+def table_column(page, table: str, index: int) -> list[str]:
+    """The texts of one column of a gr.Dataframe, in the order the browser shows them."""
+    return page.locator(f"{table} .virtual-body [role=row]").evaluate_all(
+        f"rows => rows.map(r => r.querySelectorAll('[role=gridcell]')[{index}].innerText.trim())")
+
+
+def header_index(page, table: str, title: str) -> int:
+    return int(page.locator(f'{table} th[title="{title}"]').get_attribute("data-heading"))
+
+
+def numbers(texts: list[str]) -> list[float]:
+    return [float(t) for t in texts if t]
+
+
+def test_leaderboard_table_pins_the_model_and_sorts_numerically(wide_page):
+    page = wide_page
+    open_tab(page, "Leaderboard")
+    table = "#lb-t-table"
+    page.locator(f"{table} .virtual-body [role=row]").first.wait_for()
+    sync_api.expect(page.locator("#lb-t-caption")).to_contain_text("BEANS · accuracy · linear probe")
+    page.wait_for_timeout(500)
+    shot(page, "leaderboard")
+    models = table_column(page, table, 0)
+    assert len(models) == 20 and len(set(models)) == 20 and "BirdNET" in models
+    ranks = numbers(table_column(page, table, header_index(page, table, "Mean rank")))
+    assert ranks == sorted(ranks)  # best mean rank first
+    # clicking a header sorts by it, numerically (12.9 sorts between 4.0 and 90.0, unlike text)
+    params = header_index(page, table, "Params (M)")
+    page.locator(f'{table} th[title="Params (M)"] .header-content').click()
+    page.wait_for_function(f"""() => {{
+        const rows = [...document.querySelectorAll('{table} .virtual-body [role=row]')];
+        const v = rows.map(r => r.querySelectorAll('[role=gridcell]')[{params}].innerText.trim()).filter(t => t);
+        return v.length > 3 && Number(v[0]) >= Number(v[v.length - 1]); }}""")
+    descending = numbers(table_column(page, table, params))
+    assert descending == sorted(descending, reverse=True) and {4.0, 12.9, 90.7} <= set(descending)
+    page.locator(f'{table} th[title="Params (M)"] .header-content').click()
+    page.wait_for_function(f"""() => {{
+        const rows = [...document.querySelectorAll('{table} .virtual-body [role=row]')];
+        const v = rows.map(r => r.querySelectorAll('[role=gridcell]')[{params}].innerText.trim()).filter(t => t);
+        return v.length > 3 && Number(v[0]) < Number(v[v.length - 1]); }}""")
+    ascending = numbers(table_column(page, table, params))
+    assert ascending == sorted(ascending)
+    # scrolled to the far right, the model column is still in view
+    viewport = page.locator(f"{table} .virtual-table-viewport")
+    assert viewport.evaluate("e => e.scrollWidth > e.clientWidth")  # there is something to scroll
+    viewport.evaluate("e => { e.scrollLeft = e.scrollWidth; }")
+    page.wait_for_timeout(300)
+    assert viewport.evaluate("e => e.scrollLeft") > 0
+    model_cell = page.locator(f"{table} .virtual-body [role=row]").first.locator("[role=gridcell]").first
+    box, frame = model_cell.bounding_box(), viewport.bounding_box()
+    assert frame["x"] - 1 <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"]
+    assert model_cell.inner_text().strip() in models
+    last = page.locator(f'{table} th[title="Zoo entry"]').bounding_box()
+    assert last["x"] + last["width"] <= frame["x"] + frame["width"] + 1  # the last column came into view
+    # a zoo entry opens the Model zoo tab, searched for that model
+    zoo = header_index(page, table, "Zoo entry")
+    page.locator(f'{table} [role=gridcell][data-col="{zoo}"]', has_text="birdnet_v2_4").first.click()
+    sync_api.expect(page.locator("#zoo-search textarea, #zoo-search input").first).to_have_value("birdnet_v2_4")
+    page.wait_for_function("() => { const r = document.querySelectorAll('#zoo-table .virtual-body [role=row]');"
+                           " return r.length === 1 && r[0].innerText.includes('birdnet_v2_4'); }")
+
+
+def test_leaderboard_benchmark_choice_changes_the_table(page):
+    open_tab(page, "Leaderboard")
+    sync_api.expect(page.locator("#lb-t-caption")).to_contain_text("BEANS · accuracy")
+    dropdown = page.locator("#lb-t-benchmark input")
+    dropdown.click()
+    page.get_by_role("option", name="BirdSet", exact=True).click()
+    sync_api.expect(page.locator("#lb-t-caption")).to_contain_text("BirdSet · ")
+    headers = page.locator("#lb-t-table th").evaluate_all("hs => hs.map(h => h.getAttribute('title'))")
+    assert "watkins" not in headers and "HSN" in headers
+
+
 def test_leaderboard_filter_changes_rows(page):
     open_tab(page, "Leaderboard")
+    page.get_by_role("tab", name="All results (raw)").click()
     before = count_rows(page)
     assert before > 100
     dropdown = page.locator("#lb-benchmark input")
@@ -142,7 +228,8 @@ def test_leaderboard_filter_changes_rows(page):
         f" return m !== null && Number(m[1]) !== {before}; }}", timeout=60_000)
     after = count_rows(page)
     assert 0 < after < before
-    shot(page, "leaderboard")
+    shown = set(table_column(page, "#lb-table", header_index(page, "#lb-table", "benchmark")))
+    assert shown == {"BEANS"}
 
 
 def test_zoo_row_shows_card(page):

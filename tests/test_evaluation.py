@@ -356,18 +356,12 @@ def test_random_init_baseline_rows_are_flagged(tmp_path, tone_folder):
     assert "random-init-seed0" in (tmp_path / "c").joinpath(TINY).glob("*/key.json").__next__().read_text()
 
 
-def test_main_cli_benchmark_list_and_build_leaderboard(tmp_path, capsys):
+def test_main_cli_benchmark_list(tmp_path, capsys):
     from rl_core.cli import main
 
     assert main(["benchmark", "--list"]) == 0
     out = capsys.readouterr().out
     assert "great_tit_individuals:" in out and "multi_taxon:" in out
-    from rl_core.leaderboard import default_source_csv
-
-    if default_source_csv().is_file():
-        assert main(["build-leaderboard", "--leaderboard-dir", str(tmp_path)]) == 0
-        assert "wrote 2483 published rows" in capsys.readouterr().out
-        assert len(read_results_csv(tmp_path / "published_results.csv")) == 2483
     assert main(["evaluate", "--config", str(tmp_path / "missing.yml")]) == 2
     assert "config file not found" in capsys.readouterr().err
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from ui import common, embedding_map, inference, leaderboard, zoo
+from ui import common, embedding_map, inference, zoo
 from ui.common import UserFacingError
 
 MODEL = "birdnet_v2_4"
@@ -327,100 +327,6 @@ def test_example_set_is_labelled():
     labels = {i.label for i in items}
     assert {"Great Tit B32", "Great Tit SW83", "Storm-Petrel", "Zebra Finch"} <= labels
     assert len(items) == 26 and all(i.path.exists() for i in items)
-
-
-# --------------------------------------------------------------------------- leaderboard
-def _frame() -> pd.DataFrame:
-    rows = [
-        ("BEATs (SFT)", "BEATs", "BEANS", "watkins", "classification", "accuracy", "linear", 0.81, "published", 90e6),
-        ("BEATs (SFT)", "BEATs", "BEANS", "cbi", "classification", "accuracy", "linear", 0.61, "published", 90e6),
-        ("EfficientNet-B0", "EfficientNet", "BEANS", "watkins", "classification", "accuracy", "linear", 0.72,
-         "published", 5.3e6),
-        ("EfficientNet-B0", "EfficientNet", "BirdSet", "HSN", "detection", "cmAP", "linear", 0.35, "published", 5.3e6),
-        ("birdnet_v2_4", "BirdNET", "rl_core bundled", "great tits", "individual ID", "accuracy", "knn", 0.9, "local",
-         float("nan")),
-    ]
-    df = pd.DataFrame(rows, columns=["model", "family", "benchmark", "dataset", "task", "metric", "probe", "value",
-                                     "kind", "parameters"])
-    df["source"] = ["Paper A, Table 2"] * 4 + ["rl_core benchmark runner"]
-    df["source_link"] = ["https://example.org/a"] * 4 + [""]
-    df["source_row"] = [3, 4, 5, 9, -1]
-    df["random_weights"] = False
-    df["date"] = "2026-11-25"
-    df["notes"] = ["", "", "", "", "5-fold knn on pooled embeddings"]
-    return df[leaderboard.SCHEMA]
-
-
-def test_leaderboard_filters_search_and_numeric_sort():
-    df = _frame()
-    assert len(leaderboard.filter_rows(df)) == 5
-    assert len(leaderboard.filter_rows(df, benchmark=["BEANS"])) == 3
-    assert len(leaderboard.filter_rows(df, benchmark=["BEANS"], dataset=["watkins"])) == 2
-    assert list(leaderboard.filter_rows(df, family=["BirdNET"])["model"]) == ["birdnet_v2_4"]
-    assert len(leaderboard.filter_rows(df, kind=["local"], metric=["accuracy"])) == 1
-    assert len(leaderboard.filter_rows(df, search="effICIENT")) == 2
-    assert leaderboard.filter_rows(df, search="nothing like this").empty
-    view = leaderboard.table_view(df, ["model", "value", "parameters"])
-    assert list(view.columns) == ["model", "value", "parameters (M)"]
-    assert list(view["value"]) == sorted(df["value"], reverse=True)
-    assert view["value"].dtype.kind == "f" and view["parameters (M)"].iloc[0] is not None
-
-
-def test_leaderboard_plots_and_sources(tmp_path):
-    df = _frame()
-    bar = leaderboard.bar_figure(df, "accuracy")
-    bar_models = {m for trace in bar.data for m in trace.y}
-    assert bar_models == {"BEATs (SFT)", "EfficientNet-B0", "birdnet_v2_4"}
-    means = leaderboard.per_model(df, "accuracy").set_index("model")["value"]
-    assert means["BEATs (SFT)"] == pytest.approx(0.71)
-    scatter = leaderboard.scatter_figure(df, "accuracy")
-    assert sorted(x for trace in scatter.data for x in trace.x) == [5.3e6, 90e6]  # BirdNET: no count, left out
-    note = leaderboard.sources_markdown(df)
-    assert "[Paper A, Table 2](https://example.org/a)" in note and "5-fold knn" in note
-    path = leaderboard.export_csv(leaderboard.filter_rows(df, benchmark=["BirdSet"]))
-    assert pd.read_csv(path)["value"].tolist() == [0.35]
-
-
-def test_leaderboard_takes_parameter_counts_from_the_registry():
-    from rl_core.leaderboard import fill_parameters_from_registry
-    from rl_core.registry import get_model_entry
-
-    df = _frame()
-    df.loc[4, "model"] = "esp_aves2_eat_all"  # a local row naming a registered model, count unknown
-    df.loc[3, "model"] = "sl-BEATS-bio"  # a published name, matched through leaderboard_data/model_aliases.csv
-    df.loc[3, "parameters"] = float("nan")
-    filled = fill_parameters_from_registry(df)
-    assert filled.loc[4, "parameters"] == get_model_entry("esp_aves2_eat_all").parameters
-    assert filled.loc[3, "parameters"] == get_model_entry("esp_aves2_sl_beats_bio").parameters
-    assert filled.loc[0, "parameters"] == 90e6  # known counts are kept
-
-
-def test_real_leaderboard_has_parameter_counts_for_mapped_models():
-    df, message = leaderboard.load_data()
-    assert message == ""
-    counted = df[df["parameters"].notna()]
-    assert {"sl-BEATS-all", "EffNetB0-bio", "BirdAVES"} <= set(counted["model"])
-    assert df[df["model"] == "BirdNet"]["parameters"].isna().all()  # no sourced count: left unknown
-
-
-def test_leaderboard_update_returns_every_output():
-    board = leaderboard.Leaderboard.__new__(leaderboard.Leaderboard)
-    board.df, board.message, board.data_dir = _frame(), "", None
-    table, count, bar, scatter, sources, csv_path = board.update(
-        ["BEANS"], [], [], [], [], [], [], "", leaderboard.DEFAULT_COLUMNS, "accuracy")
-    assert len(table) == 3 and count.startswith("**3** of 5 results")
-    assert Path(csv_path).exists()
-
-
-def test_leaderboard_real_data_loads():
-    pytest.importorskip("rl_core.leaderboard", reason="the eval branch's loader is not merged yet")
-    df, message = leaderboard.load_data()
-    assert message == ""
-    assert set(leaderboard.SCHEMA) <= set(df.columns)
-    assert len(df) > 100 and df["value"].between(0, 1).all()
-    assert set(df["kind"]) <= {"published", "local"}
-    beans = leaderboard.filter_rows(df, benchmark=["BEANS"])
-    assert 0 < len(beans) < len(df)
 
 
 # --------------------------------------------------------------------------- common

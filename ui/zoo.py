@@ -103,7 +103,8 @@ def build() -> None:
         "its description and a Python snippet. Weights marked *on this machine* run offline."
     )
     with gr.Row():
-        search = gr.Textbox(label="Search", placeholder="name, family, description, licence ...", scale=3)
+        search = gr.Textbox(label="Search", placeholder="name, family, description, licence ...", scale=3,
+                            elem_id="zoo-search")
         family = gr.Dropdown(families(), value="All", label="Family", scale=1)
     df = gr.Dataframe(
         table, datatype=DATATYPES, interactive=False, label="Models", elem_id="zoo-table",

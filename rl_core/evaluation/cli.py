@@ -1,4 +1,4 @@
-"""Evaluation commands of ``python -m rl_core``: train, evaluate, benchmark, build-leaderboard.
+"""Evaluation commands of ``python -m rl_core``: train, evaluate, benchmark.
 
 ``register_cli(subparsers)`` adds them to the main parser (rl_core/cli.py); ``python -m rl_core.evaluation.cli``
 runs them on their own. Handlers return an exit code and print results as plain text/JSON on stdout.
@@ -62,15 +62,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build_leaderboard(args: argparse.Namespace) -> int:
-    from rl_core.leaderboard import build_published_table, write_published
-
-    table = build_published_table(args.source)
-    path = write_published(table, args.leaderboard_dir)
-    sys.stdout.write(f"wrote {len(table)} published rows to {path}\n")
-    return 0
-
-
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the evaluation subcommands to ``python -m rl_core``."""
     train = subparsers.add_parser("train", help="fit a probe on a dataset (YAML config, see docs/evaluation.md)")
@@ -95,11 +86,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--no-write", action="store_true", help="do not append to the leaderboard")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(func=cmd_benchmark)
-
-    build = subparsers.add_parser("build-leaderboard", help="regenerate leaderboard_data/published_results.csv")
-    build.add_argument("--source", default=None, help="published_results.csv of shared/leaderboard_sources")
-    build.add_argument("--leaderboard-dir", default=None)
-    build.set_defaults(func=cmd_build_leaderboard)
 
 
 def main(argv: list[str] | None = None) -> int:
