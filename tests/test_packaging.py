@@ -13,7 +13,8 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 README = (REPO / "README.md").read_text()
-SOURCES = [*sorted((REPO / "rl_core").rglob("*.py")), *sorted((REPO / "ui").rglob("*.py")), REPO / "app.py"]
+SOURCES = [*sorted((REPO / "rl_core").rglob("*.py")), *sorted((REPO / "ui").rglob("*.py")), REPO / "app.py",
+           *sorted((REPO / "leaderboard_data").glob("*.py"))]
 
 
 def requirement_lines(name: str) -> list[str]:
