@@ -4,7 +4,7 @@
 
 Per 3-s window at batch 1, wall and CPU milliseconds (CPU = user + system of the whole process) of:
 * ``_run`` only: the LiteRT invoke loop (XNNPACK), no checks;
-* ``embed_and_score``: what run_file calls (BirdNET.prepare_input in numpy, then _run, numpy sigmoid);
+* ``embed_and_score``: what analyse_recording calls (BirdNET.prepare_input in numpy, then _run, numpy sigmoid);
 * torch path: ``ModelBase.prepare_input`` (torch.isfinite, ...) + ``_run`` + ``torch.sigmoid``, as before the fix.
 torch's OpenMP workers spin after each parallel op (libgomp's default wait policy), on the cores that the
 XNNPACK threads need; run with OMP_WAIT_POLICY=PASSIVE to see the torch path recover.
