@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from ui.common import (
     analysis_limits,
@@ -33,6 +34,9 @@ from ui.common import (
 from ui.spectrogram import playable_audio, read_preview, spectrogram_image
 
 log = logging.getLogger(__name__)
+# As the default, plotly_white is applied when a figure is serialised; passed to each figure, plotly validates a
+# fresh copy of it every time (about 30 ms per request).
+pio.templates.default = "plotly_white"
 
 TIMELINE_SPECIES = 10
 SPECIES_THRESHOLD = 0.5
@@ -91,7 +95,7 @@ def timeline_figure(view: FileView | None) -> go.Figure:
     if view is None or not view.timeline_labels:
         fig.add_annotation(text="No species scores (this model has no classifier)" if view else "No file",
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-        fig.update_layout(height=260, xaxis_visible=False, yaxis_visible=False, template="plotly_white")
+        fig.update_layout(height=260, xaxis_visible=False, yaxis_visible=False)
         return fig
     fig.add_trace(go.Heatmap(
         # bin edges (one more than columns): each cell spans its analysis window in seconds
@@ -101,7 +105,7 @@ def timeline_figure(view: FileView | None) -> go.Figure:
     ))
     fig.update_layout(
         title=f"Detections over time · {view.name}", xaxis_title="time (s)",
-        yaxis=dict(autorange="reversed"), height=120 + 28 * len(view.timeline_labels), template="plotly_white",
+        yaxis=dict(autorange="reversed"), height=120 + 28 * len(view.timeline_labels),
         margin=dict(l=10, r=10, t=50, b=40),
     )
     return fig
@@ -164,7 +168,7 @@ def analyse(
             result = analyse_recording(model, path, name=name, info=info, limits=limits, progress=file_progress)
             has_scores = result.has_scores
             preview = read_preview(path, info)  # the first minute, decoded once for the image and the player
-            spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.png", title=name, preview=preview)
+            spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.jpg", title=name, preview=preview)
             audio, caption = playable_audio(path, out, info=info, preview=preview, name=name)
         except Exception as exc:  # noqa: BLE001 - reported by name, the other files go on
             analysis.errors.append(describe_error(exc, name))
