@@ -1,6 +1,6 @@
 """Where the time of one warm inference request goes (the 10-s clip of bench_app.py, BirdNET), in-process.
 
-Run from the repository root:  python bench/profile_inference_request.py [--repeats 20] [--cprofile]
+Run from the repository root:  PYTHONPATH=. python bench/profile_inference_request.py [--repeats 20] [--cprofile]
 Times each step the inference tab's handler takes (median over the repeats) and the whole handler
 (`ui.inference.on_run`); bench_app.py's latency through gradio_client minus the handler is Gradio's share.
 """
@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import torch
 
@@ -50,7 +51,7 @@ def main() -> None:
     info = audio_info(clip)
     result = analyse_recording(model, clip, info=info)
     preview = read_preview(clip, info)
-    windows = torch.from_numpy(__import__("numpy").stack([w for _, w in iter_windows(clip, 48000, 3.0, info=info)]))
+    windows = torch.from_numpy(np.stack([w for _, w in iter_windows(clip, 48000, 3.0, info=info)]))
     view = None
 
     def handler_view():
