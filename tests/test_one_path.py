@@ -314,6 +314,7 @@ def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
         uploads.append(str(target))
     result = inference.analyse(uploads, MODEL, 2)
     assert list(result.files) == ["song.wav", "song (2).wav"] and not result.errors
+    assert "upload 2 (song.wav) is song (2).wav" in result.message
     names = sorted(Path(d).name for d in result.downloads)
     assert names == ["embeddings.npz", "predictions.csv", "song (2).selections.txt", "song.selections.txt"]
     by_name = {Path(d).name: Path(d) for d in result.downloads}

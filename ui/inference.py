@@ -65,12 +65,16 @@ class AnalysisResult:
     model: str
     files: dict[str, FileView] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: uploads renamed because an earlier one had the same name
+    renamed: list[str] = field(default_factory=list)
     downloads: list[str] = field(default_factory=list)
     summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUMMARY_COLUMNS))
 
     @property
     def message(self) -> str:
         done = f"Analysed {len(self.files)} file(s) with **{self.model}**."
+        if self.renamed:
+            done += f" Uploads sharing a name are told apart in every output: {'; '.join(self.renamed)}."
         if not self.errors:
             return done
         problems = "\n".join(f"- ⚠️ {e}" for e in self.errors)
@@ -157,6 +161,8 @@ def analyse(
     limits = analysis_limits()
     # two uploads with one name (song.wav twice) become song.wav and song (2).wav in every output
     names = unique_names([display_name(p) for p in paths])
+    analysis.renamed = [f"upload {i + 1} ({display_name(p)}) is {n}" for i, (p, n) in enumerate(zip(paths, names))
+                        if n != display_name(p)]
     for i, (path, name) in enumerate(zip(paths, names)):
 
         def file_progress(fraction: float, message: str = "", i: int = i, name: str = name) -> None:
