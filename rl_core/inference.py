@@ -216,12 +216,8 @@ class RecordingResult:
         if self.scores is not None:
             matrix = self.reported_scores()[:, top].T
         else:
-            matrix = np.zeros((len(top), self.num_windows), np.float32)
-            row_of = {int(c): i for i, c in enumerate(top)}
-            for w, (idx, val) in enumerate(zip(self.top_indices, self.top_scores)):
-                for c, v in zip(idx, val):
-                    if int(c) in row_of:
-                        matrix[row_of[int(c)], w] = v
+            # (k, windows): a class's kept score in each window, 0 where it was not among the kept ones
+            matrix = np.stack([np.where(self.top_indices == c, self.top_scores, 0.0).max(axis=1) for c in top])
         common = self.common_names or [""] * len(self.labels)
         labels = [f"{common[c]} ({self.labels[c]})" if common[c] else self.labels[c] for c in top]
         starts = [float(s) for s in self.starts]

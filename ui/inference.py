@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 pio.templates.default = "plotly_white"
 
 TIMELINE_SPECIES = 10
+#: best classes kept per window (rl_core's keep_top): a long file's full (windows x classes) score matrix would
+#: hold hundreds of MB; a class outside a window's best 50 counts as 0 there in means and the timeline
+KEPT_SCORES = 50
 SPECIES_THRESHOLD = 0.5
 SUMMARY_COLUMNS = ["file", "duration (s)", "windows", "top species", "common name", "best score"]
 SPECIES_COLUMNS = ["rank", "scientific name", "common name", "max score", "mean score", "at (s)", "windows ≥ 0.5"]
@@ -171,7 +174,8 @@ def analyse(
         try:
             check_file_size(path)
             info = audio_info(path)  # the one header read of this request
-            result = analyse_recording(model, path, name=name, info=info, limits=limits, progress=file_progress)
+            result = analyse_recording(model, path, name=name, info=info, limits=limits, progress=file_progress,
+                                       keep_top=max(KEPT_SCORES, top_k))
             has_scores = result.has_scores
             preview = read_preview(path, info)  # the first minute, decoded once for the image and the player
             spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.jpg", title=name, preview=preview)
