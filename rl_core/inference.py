@@ -253,7 +253,10 @@ def unique_names(names: Sequence[str]) -> list[str]:
 
 
 def _layer_name(layers: Any) -> str:
-    return layers if isinstance(layers, str) else ",".join(str(x) for x in layers) if isinstance(layers, (list, tuple)) else str(layers)
+    """The npz's ``layer`` string: a name, an index, or several joined by commas."""
+    if isinstance(layers, (list, tuple)):
+        return ",".join(str(x) for x in layers)
+    return str(layers)
 
 
 # --------------------------------------------------------------------------- the one path
@@ -294,7 +297,7 @@ def analyse_recording(
     if hop_s is not None and not (isinstance(hop_s, (int, float)) and math.isfinite(hop_s) and hop_s > 0):
         raise ConfigError(f"the hop must be a positive number of seconds, got {hop_s!r}")
     if keep_top is not None and int(keep_top) < 1:
-        raise ConfigError(f"keep_top must be at least 1, got {keep_top}")
+        raise ConfigError(f"keep_top (the CLI's --top-k) must be at least 1, got {keep_top}")
     window_s = model.window_samples / model.sample_rate
     hop = window_s if hop_s is None else float(hop_s)
     target_sr = model.sample_rate
@@ -455,7 +458,9 @@ def load_embeddings_npz(path: str | Path) -> dict[str, np.ndarray]:
     return content
 
 
-def pooled_file_embeddings(npz: str | Path | dict[str, np.ndarray], pooling: str = "mean") -> tuple[list[str], np.ndarray]:
+def pooled_file_embeddings(
+    npz: str | Path | dict[str, np.ndarray], pooling: str = "mean"
+) -> tuple[list[str], np.ndarray]:
     """The per-file vectors of a window-embeddings file: (file names, (F, D) mean or max of each file's rows)."""
     data = load_embeddings_npz(npz) if not isinstance(npz, dict) else npz
     files = [str(f) for f in data["files"]]

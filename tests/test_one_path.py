@@ -266,7 +266,8 @@ def test_absurd_sample_rate_refused_before_decoding(tmp_path, birdnet, monkeypat
 
 def test_duration_and_window_limits(tmp_path, birdnet, storm_petrels, monkeypatch):
     monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("decoded before the limits were checked"))
-    with pytest.raises(LimitExceededError, match=r"XC46092.wav: 14.0 s of audio exceeds the limit of 10 s .*--max-duration"):
+    too_long = r"XC46092.wav: 14.0 s of audio exceeds the limit of 10 s .*--max-duration"
+    with pytest.raises(LimitExceededError, match=too_long):
         analyse_recording(birdnet, storm_petrels[0], limits=AnalysisLimits(max_duration_s=10))
     with pytest.raises(LimitExceededError, match=r"105,\d{3} analysis windows .* limit of 20,000 .*--max-windows"):
         analyse_recording(birdnet, storm_petrels[0], hop_s=0.0001)
