@@ -306,9 +306,9 @@ def analyse_recording(
         if sample_rate is None:
             raise ConfigError("analyse_recording needs sample_rate= with a numpy array")
         audio = np.asarray(path, dtype=np.float32)
-        if audio.ndim != 1 or audio.shape[0] == 0:
-            raise ConfigError(f"expected a non-empty mono (samples,) array, got shape {audio.shape}")
         file, name, native_sr = None, name or "audio", int(sample_rate)
+        if audio.ndim != 1 or audio.shape[0] == 0:
+            raise ConfigError(f"{name}: expected a non-empty mono (samples,) array, got shape {audio.shape}")
         duration = audio.shape[0] / native_sr
         limits.check(name, native_sr, duration, count_windows(round(duration * target_sr), target_sr, window_s, hop),
                      hop)
