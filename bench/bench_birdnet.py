@@ -8,8 +8,8 @@ pykanto songs at that rate, tiled with faint noise; ``bench/_recordings.py``). E
 variants are interleaved round by round in rotated order (the CPU is shared), and the best and median rounds are
 reported, with CPU seconds. Timings exclude model loading:
 
-* ours: ``rl_core.inference.run_file(model, path)`` (decode, resampling with ``model.resampling``, windowing,
-  inference, scores and embeddings);
+* ours: ``rl_core.inference.analyse_recording(model, path)`` (decode, resampling with ``model.resampling``,
+  windowing, inference, scores and embeddings);
 * official: ``birdnet==1.3.1`` ``load_custom(..., library="litert")`` on the same .tflite and labels, its
   ``predict`` with default workers (physical cores) and batch 1, run by ``bench/peer/official_birdnet_runner.py``
   with the interpreter of a separate venv (``--birdnet-python``, default /work/birdnet-venv/bin/python); skipped,
@@ -63,11 +63,11 @@ def ours_variant(batch_size: int, num_threads: int | None):
     load_s = time.perf_counter() - start
 
     def run(path: Path):
-        from rl_core.inference import run_file
+        from rl_core.inference import analyse_recording
 
         cpu0 = _cpu_seconds()
         start = time.perf_counter()
-        result = run_file(model, path)
+        result = analyse_recording(model, path)
         return time.perf_counter() - start, _cpu_seconds() - cpu0, result
 
     return model, load_s, run
@@ -142,11 +142,8 @@ def throughput(args, variants: dict, official_name: str | None, rate: int) -> No
     with tempfile.TemporaryDirectory(prefix="bench_birdnet_") as tmp:
         path = Path(tmp) / f"recording_{rate}.wav"
         start = time.perf_counter()
-        write_tiled_recording(path, args.seconds, sample_rate=rate)
-        print(f"\ngenerated {args.seconds:.0f} s at {rate} Hz (16-bit) in {time.perf_counter() - start:.1f} s")
-        names = list(variants) + ([official_name] if official_name else [])
-        times: dict[str, list[float]] = {name: [] for name in names}
-        cpu: dict[str, list[float]] = {name: [] for name in names}
+* ours: ``rl_core.inference.analyse_recording(model, path)`` (decode, resampling with ``model.resampling``,
+  windowing, inference, scores and embeddings);
         for r in range(args.rounds):
             order = names[r % len(names):] + names[: r % len(names)]  # rotate, so no variant always goes first
             for name in order:

@@ -52,11 +52,11 @@ def main() -> int:
             ds = spec.load()
             audio_s = sum((c.end_s - c.start_s) if c.start_s is not None else
                           sf.info(c.path).duration for c in ds.clips)
-            miss = EmbeddingCache(tmp, MODEL, sha, ["last_layer"], "mean", model.sample_rate, model.window_samples)
+            miss = EmbeddingCache(tmp, MODEL, sha, ["last_layer"], "mean", model.sample_rate, model.window_samples, model.resampling)
             t = time.perf_counter()
             emb = embed_dataset(model, ds, miss, progress=False)
             miss_s = time.perf_counter() - t
-            hit = EmbeddingCache(tmp, MODEL, sha, ["last_layer"], "mean", model.sample_rate, model.window_samples)
+            hit = EmbeddingCache(tmp, MODEL, sha, ["last_layer"], "mean", model.sample_rate, model.window_samples, model.resampling)
             t = time.perf_counter()
             again = embed_dataset(model, ds, hit, progress=False)
             hit_s = time.perf_counter() - t

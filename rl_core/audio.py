@@ -10,6 +10,11 @@
 * Long files are read block by block (float32) and resampled with overlapping context, so a one-hour 48 kHz
   file never sits in memory at once; with ``"kaiser_best"`` the result equals resampling the whole file (to
   float precision).
+* Windows (``iter_windows``): ``window_s`` long, one every ``hop_s`` seconds from 0. The last partial window
+  rule: after the last whole window, the rest is zero-padded into one more window when it holds at least a
+  quarter of a window (``MIN_TAIL_FRACTION``) of audio no earlier window covered; a shorter rest is dropped (it
+  would mostly embed silence). A recording shorter than one window gives one zero-padded window.
+* ``audio_info`` reads the header once; pass its result (``info=``) on to the readers so they do not read it again.
 * A recording whose end is missing (WAV, FLAC, MP3 with a length header, Ogg) is refused with
   ``TruncatedAudioError``, never analysed as a shorter one.
 """
@@ -21,7 +26,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, get_args
+from typing import Iterable, Iterator, Literal, get_args
 
 import numpy as np
 import soundfile as sf
@@ -43,6 +48,8 @@ SUPPORTED_EXTENSIONS = frozenset(
 )
 _FFMPEG_ONLY = frozenset({".m4a", ".aac"})
 BLOCK_SECONDS = 60.0
+#: a tail shorter than this fraction of a window (of audio no earlier window covered) gets no window of its own
+MIN_TAIL_FRACTION = 0.25
 
 Resampling = Literal["kaiser_best", "fft"]
 RESAMPLING_METHODS: tuple[str, ...] = get_args(Resampling)
@@ -67,6 +74,8 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
+    #: "soundfile" or "audioread" (formats libsndfile cannot read, decoded whole through ffmpeg)
+    decoder: str = "soundfile"
 
     @property
     def duration_s(self) -> float:
@@ -235,7 +244,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     frames = int(round(duration * sr))
     if frames <= 0:
         raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
-    return AudioInfo(path, sr, channels, frames, path.suffix.lstrip(".").upper())
+    return AudioInfo(path, sr, channels, frames, path.suffix.lstrip(".").upper(), decoder="audioread")
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:
@@ -251,7 +260,7 @@ def _check_finite(block: np.ndarray, path: Path) -> None:
 
 def _iter_native_blocks(path: Path, info: AudioInfo, block_frames: int, context: int) -> Iterator[tuple[np.ndarray, int, int]]:
     """Yield (mono float32 block with context, left context used, right context used) at the native rate."""
-    if path.suffix.lower() in _FFMPEG_ONLY or _needs_fallback(path):
+    if info.decoder == "audioread":
         data, _ = _decode_with_librosa(path)
         for start in range(0, data.shape[0], block_frames):
             lo = max(0, start - context)
@@ -275,14 +284,6 @@ def _iter_native_blocks(path: Path, info: AudioInfo, block_frames: int, context:
                 yield _to_mono(block), start - lo, hi - end
     except sf.LibsndfileError as err:
         raise _bad_file(path, str(err)) from None
-
-
-def _needs_fallback(path: Path) -> bool:
-    try:
-        sf.info(str(path))
-        return False
-    except sf.LibsndfileError:
-        return True
 
 
 def _kaiser_best_kernel_size(orig_sr: int, target_sr: int) -> int:
@@ -386,29 +387,38 @@ def _resampled_blocks(
         raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
 
 
+def _opened(path: str | Path, info: AudioInfo | None) -> tuple[Path, AudioInfo]:
+    """The checked path and its header (read now unless the caller passes it)."""
+    if info is None:
+        path = _check_path(path)
+        return path, audio_info(path)
+    return Path(path), info
+
+
 def iter_audio_blocks(
     path: str | Path,
     target_sr: int | None = None,
     block_seconds: float = BLOCK_SECONDS,
     resampling: Resampling = "kaiser_best",
+    info: AudioInfo | None = None,
 ) -> Iterator[np.ndarray]:
     """Mono float32 blocks of the recording at ``target_sr`` (native rate when None), in order.
 
     With ``"kaiser_best"`` blocks are resampled with one second of context on each side, trimmed afterwards, so
     concatenating the blocks equals resampling the whole file. An FFT resample sees its input as one period, so
     with ``"fft"`` each block is resampled on its own and the result depends on ``block_seconds``.
+    ``info``: the file's ``audio_info`` when the caller has it already.
     """
-    path = _check_path(path)
-    info = audio_info(path)
+    path, info = _opened(path, info)
     yield from _resampled_blocks(path, info, target_sr or info.sample_rate, block_seconds, resampling)
 
 
 def load_audio(
-    path: str | Path, target_sr: int | None = None, resampling: Resampling = "kaiser_best"
+    path: str | Path, target_sr: int | None = None, resampling: Resampling = "kaiser_best",
+    info: AudioInfo | None = None,
 ) -> tuple[np.ndarray, int]:
     """The whole recording as mono float32 at ``target_sr`` (native when None); ``"fft"`` resamples it at once."""
-    path = _check_path(path)
-    info = audio_info(path)
+    path, info = _opened(path, info)
     sr = target_sr or info.sample_rate
     if resampling == "fft" and sr != info.sample_rate:
         native = np.concatenate(list(_resampled_blocks(path, info, info.sample_rate, BLOCK_SECONDS, resampling)))
@@ -416,8 +426,34 @@ def load_audio(
     return np.concatenate(list(_resampled_blocks(path, info, sr, BLOCK_SECONDS, resampling))), sr
 
 
-def _slide(blocks: Iterator[np.ndarray], win: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(start sample, window)`` every ``hop`` samples over a block stream; the last window may be short."""
+def _window_sizes(sample_rate: int, window_s: float, hop_s: float | None) -> tuple[int, int]:
+    hop_s = window_s if hop_s is None else hop_s
+    if not (hop_s > 0 and window_s > 0 and math.isfinite(hop_s)):
+        raise ValueError("window_s and hop_s must be positive")
+    return int(round(window_s * sample_rate)), max(1, int(round(hop_s * sample_rate)))
+
+
+def _keeps_tail(total: int, next_start: int, hop: int, win: int) -> bool:
+    """The last partial window rule (module docstring): does the rest from ``next_start`` get a window?"""
+    if next_start == 0:
+        return total > 0  # shorter than one window: one padded window
+    covered_until = next_start - hop + win
+    fresh = total - max(covered_until, next_start)
+    return fresh > 0 and fresh >= MIN_TAIL_FRACTION * win
+
+
+def count_windows(num_samples: int, target_sr: int, window_s: float, hop_s: float | None = None) -> int:
+    """How many windows ``iter_windows`` gives for ``num_samples`` samples at ``target_sr`` (without decoding)."""
+    win, hop = _window_sizes(target_sr, window_s, hop_s)
+    full = 0 if num_samples < win else (num_samples - win) // hop + 1
+    return full + int(_keeps_tail(num_samples, full * hop, hop, win))
+
+
+def _slide(blocks: Iterable[np.ndarray], sample_rate: int, window_s: float,
+           hop_s: float | None) -> Iterator[tuple[float, np.ndarray]]:
+    """``(start_s, window)`` every ``hop_s`` over a block stream at ``sample_rate``; the last window may be short
+    (the last partial window rule decides whether it comes at all)."""
+    win, hop = _window_sizes(sample_rate, window_s, hop_s)
     buffer = np.zeros(0, dtype=np.float32)
     offset = 0  # absolute sample index of buffer[0]
     next_start = 0
@@ -427,19 +463,50 @@ def _slide(blocks: Iterator[np.ndarray], win: int, hop: int) -> Iterator[tuple[i
         total += block.shape[0]
         while next_start + win <= offset + buffer.shape[0]:
             rel = next_start - offset
-            yield next_start, buffer[rel : rel + win].copy()
+            yield next_start / sample_rate, buffer[rel : rel + win].copy()
             next_start += hop
         drop = max(0, next_start - offset)
         buffer = buffer[drop:]
         offset += drop
-    # Tail: a final short window when samples remain that no window covered.
-    covered_until = next_start - hop + win if next_start > 0 else 0
-    if total > covered_until and next_start < total:
-        yield next_start, buffer[next_start - offset :].copy()
+    if next_start < total and _keeps_tail(total, next_start, hop, win):
+        yield next_start / sample_rate, buffer[next_start - offset :].copy()
 
 
 def _padded(window: np.ndarray, win: int) -> np.ndarray:
     return window if window.shape[0] == win else np.pad(window, (0, win - window.shape[0]))
+
+
+def _fft_windows(native_blocks: Iterable[np.ndarray], sample_rate: int, target_sr: int, window_s: float,
+                 hop_s: float | None) -> Iterator[tuple[float, np.ndarray]]:
+    """Windows cut at the native rate, each resampled alone and padded (the official BirdNET package's rule)."""
+    win = int(round(window_s * target_sr))
+    for start_s, segment in _slide(native_blocks, sample_rate, window_s, hop_s):
+        yield start_s, _padded(resample(segment, sample_rate, target_sr, "fft")[:win], win)
+
+
+def windows_of_blocks(
+    blocks: Iterable[np.ndarray], target_sr: int, window_s: float, hop_s: float | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
+    """``iter_windows`` over consecutive mono blocks already at ``target_sr``."""
+    win, _ = _window_sizes(target_sr, window_s, hop_s)
+    for start_s, window in _slide(blocks, target_sr, window_s, hop_s):
+        yield start_s, _padded(window, win)
+
+
+def windows_of_array(
+    audio: np.ndarray, sample_rate: int, target_sr: int, window_s: float, hop_s: float | None = None,
+    resampling: Resampling = "kaiser_best",
+) -> Iterator[tuple[float, np.ndarray]]:
+    """``iter_windows`` over mono audio held in memory at ``sample_rate`` (e.g. a segment of a dataset file)."""
+    _check_resampling(resampling)
+    if resampling == "fft" and sample_rate != target_sr:
+        return _fft_windows([audio], sample_rate, target_sr, window_s, hop_s)
+    return windows_of_blocks([resample(audio, sample_rate, target_sr, resampling)], target_sr, window_s, hop_s)
+
+
+def _check_resampling(resampling: str) -> None:
+    if resampling not in RESAMPLING_METHODS:
+        raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}")
 
 
 def iter_windows(
@@ -448,27 +515,20 @@ def iter_windows(
     window_s: float,
     hop_s: float | None = None,
     resampling: Resampling = "kaiser_best",
+    info: AudioInfo | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(start_s, window)`` of ``window_s`` seconds every ``hop_s`` seconds at ``target_sr``.
 
-    The last window is zero-padded; a recording shorter than one window gives one padded window.
+    The last partial window follows the rule in the module docstring (``MIN_TAIL_FRACTION``).
     ``"kaiser_best"`` windows are cut from the resampled stream; ``"fft"`` windows are cut at the native rate
     and each is resampled on its own, then padded, as the official BirdNET package does with its 3-s segments.
     """
-    hop_s = window_s if hop_s is None else hop_s
-    if hop_s <= 0 or window_s <= 0:
-        raise ValueError("window_s and hop_s must be positive")
-    if resampling not in RESAMPLING_METHODS:
-        raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}")
-    path = _check_path(path)
-    info = audio_info(path)
+    _window_sizes(target_sr, window_s, hop_s)
+    _check_resampling(resampling)
+    path, info = _opened(path, info)
     sr = info.sample_rate
-    win = int(round(window_s * target_sr))
     if resampling == "fft" and sr != target_sr:
-        native = _resampled_blocks(path, info, sr, BLOCK_SECONDS, resampling)
-        for start, segment in _slide(native, int(round(window_s * sr)), int(round(hop_s * sr))):
-            yield start / sr, _padded(resample(segment, sr, target_sr, resampling)[:win], win)
-        return
-    blocks = _resampled_blocks(path, info, target_sr, BLOCK_SECONDS, resampling)
-    for start, window in _slide(blocks, win, int(round(hop_s * target_sr))):
-        yield start / target_sr, _padded(window, win)
+        return _fft_windows(_resampled_blocks(path, info, sr, BLOCK_SECONDS, resampling), sr, target_sr, window_s,
+                            hop_s)
+    return windows_of_blocks(_resampled_blocks(path, info, target_sr, BLOCK_SECONDS, resampling), target_sr,
+                             window_s, hop_s)

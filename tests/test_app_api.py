@@ -71,7 +71,7 @@ def test_predict(client, great_tits, tmp_path):
     assert pick["value"] == great_tits[3].path.name
     assert [row[1] for row in species["data"]][0] == "Parus major" and len(species["data"]) == 4
     assert timeline["type"] == "plotly" and "Parus major" in timeline["plot"]
-    assert Path(spectrogram).suffix == ".png" and Path(spectrogram).stat().st_size > 1000
+    assert Path(spectrogram).suffix == ".jpg" and Path(spectrogram).stat().st_size > 1000
     assert Path(audio["value"]).name == great_tits[3].path.name
     names = sorted(Path(d).name for d in downloads)
     assert names == sorted(["predictions.csv", f"{great_tits[3].path.stem}.selections.txt", "embeddings.npz"])

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from rl_core.atomic import atomic_write, write_bytes_atomic
 from rl_core.audio import load_audio
 from rl_core.evaluation.datasets import AudioDataset, Clip
+from rl_core.inference import AnalysisLimits, analyse_recording
 from rl_core.models.base import ModelBase
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,16 @@ class EmbeddingCache:
         aggregation: str = "mean",
         sample_rate: int = 0,
         window_samples: int = 0,
+        resampling: str = "kaiser_best",
     ) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.key = {
             "model": model_name, "checkpoint_sha256": checkpoint_sha256,
             "layers": [layers] if isinstance(layers, (str, int)) else list(layers),
             "aggregation": aggregation, "sample_rate": sample_rate, "window_samples": window_samples,
-            "format": 1,
+            "resampling": resampling,
+            # 3: clips windowed by analyse_recording (last-window rule, pooled embedding) with the model's resampling
+            "format": 3,
         }
         config_hash = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.folder = self.root / _slug(model_name) / config_hash
@@ -128,16 +131,22 @@ class EmbeddingCache:
 
 
 class _AudioReader:
-    """Loads clips at one sample rate, keeping the last decoded file (segments of one file come in a row)."""
+    """Clips of files, keeping the last decoded file (segments of one file come in a row).
 
-    def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
+    By default at the file's own rate (``analyse_recording`` then resamples a segment with the model's rule, as it
+    does a whole file); with ``target_sr`` resampled with ``resampling`` (online probes take audio directly).
+    """
+
+    def __init__(self, target_sr: int | None = None, resampling: str = "kaiser_best") -> None:
+        self.target_sr = target_sr
+        self.resampling = resampling
         self._path: Path | None = None
         self._audio: np.ndarray | None = None
+        self.sample_rate = 0
 
     def __call__(self, clip: Clip) -> np.ndarray:
         if clip.path != self._path:
-            self._audio, _ = load_audio(clip.path, self.sample_rate)
+            self._audio, self.sample_rate = load_audio(clip.path, self.target_sr, self.resampling)
             self._path = clip.path
         audio = self._audio
         assert audio is not None
@@ -148,27 +157,6 @@ class _AudioReader:
         return audio[start:end]
 
 
-def embed_audio(model: ModelBase, audio: np.ndarray, layers: Sequence[str | int] | str = "last_layer",
-                aggregation: str = "mean", batch_size: int = 8) -> np.ndarray:
-    """One embedding for a clip of any length: the model's windows (zero-padded tail), averaged."""
-    win = model.window_samples
-    if audio.shape[0] <= win:
-        windows = audio[None]
-    else:
-        count = int(np.ceil(audio.shape[0] / win))
-        padded = np.pad(audio, (0, count * win - audio.shape[0]))
-        windows = padded.reshape(count, win)
-        # a padded tail shorter than a quarter window would mostly embed silence: drop it
-        if count > 1 and audio.shape[0] - (count - 1) * win < win // 4:
-            windows = windows[:-1]
-    outputs = []
-    for i in range(0, windows.shape[0], batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32))
-        emb = model.extract_embeddings(batch, layers=layers, aggregation=aggregation)
-        outputs.append(emb.detach().cpu().float().reshape(emb.shape[0], -1).numpy())
-    return np.concatenate(outputs).mean(axis=0)
-
-
 def embed_dataset(
     model: ModelBase,
     dataset: AudioDataset,
@@ -176,15 +164,24 @@ def embed_dataset(
     layers: Sequence[str | int] | str = "last_layer",
     aggregation: str = "mean",
     progress: bool | Callable[[float, str], None] = True,
+    limits: AnalysisLimits | None = None,
 ) -> np.ndarray:
-    """(N, D) embeddings of every clip, from the cache when present; new ones are cached as they are computed."""
-    reader = _AudioReader(model.sample_rate)
+    """(N, D) embeddings of every clip, from the cache when present; new ones are cached as they are computed.
+
+    A clip's embedding is the mean of its window embeddings from ``rl_core.inference.analyse_recording`` (the
+    one windowing rule), on the clip's audio cut from the whole decoded file.
+    """
+    reader = _AudioReader()
     rows: list[np.ndarray] = []
     bar = tqdm(dataset.clips, desc=f"embed {dataset.name}", unit="clip", disable=progress is not True, leave=False)
     for i, clip in enumerate(bar):
         value = cache.get(clip) if cache is not None else None
         if value is None:
-            value = embed_audio(model, reader(clip), layers, aggregation)
+            # a whole file goes through the recording path as a file, a segment as its native-rate samples
+            source = clip.path if clip.start_s is None else reader(clip)
+            value = analyse_recording(model, source, sample_rate=reader.sample_rate if clip.start_s is not None
+                                      else None, name=clip.path.name, layers=layers, aggregation=aggregation,
+                                      want_scores=False, limits=limits).pooled_embedding()
             if cache is not None:
                 cache.put(clip, value)
         rows.append(value)

@@ -97,7 +97,7 @@ def _check_test_labels(ds: AudioDataset, train: np.ndarray, test: np.ndarray) ->
 
 
 def _clip_batch(model, ds: AudioDataset, indices: np.ndarray, length: int) -> torch.Tensor:
-    reader = _AudioReader(model.sample_rate)
+    reader = _AudioReader(model.sample_rate, model.resampling)
     rows = []
     for i in indices:
         audio = reader(ds.clips[i])[:length]
@@ -132,7 +132,7 @@ def train(config: TrainRunConfig | dict | str | Path, progress: bool = True) -> 
         layers = "all" if cfg.probe.target_layers == ["all"] else cfg.probe.target_layers
         aggregation = cfg.probe.aggregation if cfg.probe.aggregation in ("mean", "max", "cls_token") else "mean"
         cache = EmbeddingCache(cfg.cache_dir, cfg.model, sha or "random-weights", layers, aggregation,
-                               model.sample_rate, model.window_samples)
+                               model.sample_rate, model.window_samples, model.resampling)
         emb = embed_dataset(model, ds, cache, layers, aggregation, progress=progress)
         scaler = Standardizer(emb[train_idx]) if cfg.training.standardize else (lambda x: x.astype(np.float32))
         x_train, x_val, x_test = (scaler(emb[idx]) for idx in (train_idx, valid_idx, test_idx))

@@ -292,7 +292,7 @@ def run_benchmark(
     layers = "all" if layers == ["all"] else layers
     aggregation = probe_config.aggregation if probe_config.aggregation in ("mean", "max", "cls_token") else "mean"
     cache = EmbeddingCache(cache_dir, model_name, sha or f"random-init-seed{RANDOM_INIT_SEED}", layers, aggregation,
-                           model.sample_rate, model.window_samples)
+                           model.sample_rate, model.window_samples, model.resampling)
     t0 = time.perf_counter()
     embeddings = embed_dataset(model, dataset, cache, layers, aggregation, progress=progress)
     embed_s = time.perf_counter() - t0
