@@ -38,14 +38,15 @@ class ModelSpec(BaseModel):
     """Architecture name plus the arguments its class is built with.
 
     Architecture-specific arguments (``efficientnet_variant``, ``fine_tuned`` ...) are extra fields; they are
-    validated against the architecture's constructor by :func:`rl_core.factory.build_model_from_spec`.
+    validated against the architecture's constructor by :func:`rl_core.loading.build_model_from_spec`.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str
     pretrained: bool = False
-    device: str = "cpu"
+    #: "auto" (cuda, else mps, else cpu: ``rl_core.loading.resolve_device``), or a torch device such as "cpu"
+    device: str = "auto"
     audio_config: AudioConfig = Field(default_factory=AudioConfig)
 
     @property
