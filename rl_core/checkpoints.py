@@ -243,8 +243,9 @@ def resolve_checkpoint(
         if not path.is_file():
             raise CheckpointNotAvailableError(f"{kind} file not found: {path} (from {url})")
         return path
-    if is_remote(url) and checkpoint_local_path(url) is None and not source_reachable(url):
-        # fail at once: a download attempt would only wait for timeouts and retries
+    if url.startswith(("hf://", "http://", "https://")) and checkpoint_local_path(url) is None \
+            and not source_reachable(url):
+        # fail at once: a download attempt would only wait for timeouts and retries (gs:// first needs gcsfs)
         looked_in = _hf_cache_folder(url) if url.startswith("hf://") else _url_cache_path(url)
         raise _not_available(url, model_name, looked_in, unreachable_reason(url), kind)
     if url.startswith(("http://", "https://")):

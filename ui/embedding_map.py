@@ -33,6 +33,7 @@ from ui.common import (
     get_model,
     model_choices,
     model_concurrency_id,
+    model_validator,
     new_output_dir,
     progress_adapter,
     release_memory,
@@ -332,6 +333,7 @@ def build() -> None:
          perplexity],
         [status, plot, points, downloads],
         api_name="embedding_map", concurrency_id=model_concurrency_id(), concurrency_limit=1,
+        validator=model_validator(4),
     )
     # layers are listed from the architecture on the meta device: no weights, no need for the model slot
     model.change(on_model_change, model, layer, api_visibility="private", queue=False)
