@@ -97,15 +97,19 @@ def build_model_from_spec(
     return model.move_to(target)
 
 
+def class_spec(class_name: str) -> ModelSpec:
+    """The spec of a bare model class: the class's own sample rate and window, not AudioConfig's 16 kHz / 10 s."""
+    cls = get_model_class(class_name)  # UnknownModelError listing the classes
+    audio = AudioConfig(sample_rate=cls.default_sample_rate, target_length_seconds=cls.default_window_seconds)
+    return ModelSpec(name=class_name, audio_config=audio)
+
+
 def build_model(name: str, device: str | torch.device | None = "cpu", **kwargs: Any) -> ModelBase:
     """Build from a registered model name or a registered model class name, without loading checkpoints."""
     try:
         spec = get_model_entry(name).model_spec
     except UnknownModelError:
-        cls = get_model_class(name)  # raises UnknownModelError listing classes when this is no class either
-        # A bare class name gets the class's own sample rate and window, not AudioConfig's 16 kHz / 10 s.
-        audio = AudioConfig(sample_rate=cls.default_sample_rate, target_length_seconds=cls.default_window_seconds)
-        spec = ModelSpec(name=name, device=str(device or "auto"), audio_config=audio)
+        spec = class_spec(name)  # raises UnknownModelError listing classes when this is no class either
     return build_model_from_spec(spec, device=device, **kwargs)
 
 

@@ -117,7 +117,10 @@ def get_model_class(name: str) -> type:
     return cls
 
 
-def list_model_classes() -> list[str]:
+def list_model_classes(builtin: bool = False) -> list[str]:
+    """Names of the registered model classes; ``builtin=True``: only the families shipped in ``rl_core.models``
+    (not plugins registered by user code)."""
     _ensure_classes_loaded()
     with _lock:
-        return sorted(_model_classes)
+        classes = dict(_model_classes)
+    return sorted(name for name, cls in classes.items() if not builtin or cls.__module__.startswith("rl_core.models."))

@@ -20,12 +20,12 @@ def free_port() -> int:
 
 
 class RunningApp:
-    def __init__(self, *flags: str, log_path: Path) -> None:
+    def __init__(self, *flags: str, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log_path
         self.log = open(log_path, "w")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *flags], cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
