@@ -99,11 +99,10 @@ def register_model_class(cls: type) -> type:
 
     if not isinstance(cls, type) or not issubclass(cls, ModelBase):
         raise ConfigError(f"register_model_class expects a ModelBase subclass, got {cls!r}")
-    name = getattr(cls, "name", "")
-    if not isinstance(name, str) or not name:
+    if not cls.name:
         raise ConfigError(f"{cls.__name__} needs a class attribute 'name' to be registered")
     with _lock:
-        _model_classes[name] = cls
+        _model_classes[cls.name] = cls
     return cls
 
 
