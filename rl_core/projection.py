@@ -42,7 +42,7 @@ def file_embedding(
     """The (D,) embedding of one recording from ``layer`` of ``model``, pooled over windows (and tokens)."""
     if pooling not in ("mean", "max"):
         raise ConfigError(f"unknown pooling '{pooling}': use mean or max")
-    layers = model.list_layers() if hasattr(model, "list_layers") else []
+    layers = model.list_layers()
     if layer in ("last_layer", "", None) or not layers:
         if layer not in ("last_layer", "", None):
             raise ConfigError(f"{type(model).__name__} exposes no intermediate layers; use layer 'last_layer'")

@@ -223,7 +223,7 @@ def build_map(
         model = get_model(model_name)
     except Exception as exc:  # noqa: BLE001
         raise UserFacingError(describe_error(exc, f"model {model_name} could not be loaded")) from None
-    layers = model.list_layers() if hasattr(model, "list_layers") else []
+    layers = model.list_layers()
     if layer not in ("last_layer", "", None) and layer not in layers:
         offered = ", ".join(["last_layer", *layers])
         raise UserFacingError(f"unknown layer '{layer}' for {model_name}; choose one of: {offered}")
