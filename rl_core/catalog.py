@@ -31,6 +31,8 @@ WeightsState = Literal["bundled", "cached", "download", "missing", "random"]
 
 @dataclass(frozen=True)
 class WeightsStatus:
+    """The answer of :func:`weights_status`: the state word, and where the weights are or come from."""
+
     state: WeightsState
     #: the local file (bundled, cached)
     path: Path | None = None
