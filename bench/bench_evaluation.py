@@ -41,7 +41,7 @@ def main() -> int:
     t0 = time.perf_counter()
     model = get_model(MODEL)
     load_s = time.perf_counter() - t0
-    sha = checkpoint_sha256(MODEL, model)
+    sha = checkpoint_sha256(MODEL)
     rss_after_load = peak_rss_mb()
     lines = [f"Model load: {load_s:.2f} s; peak RSS after load {rss_after_load:.0f} MB", "",
              "| benchmark | clips | audio s | cache miss (embed) s | cache hit s | speed-up | cache size |",

@@ -20,7 +20,6 @@ Exits non-zero when a check fails; prints one table to paste into bench/RESULTS.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import tempfile
 import time
@@ -33,15 +32,21 @@ from safetensors.torch import save_file  # noqa: E402
 
 import rl_core  # noqa: E402
 from rl_core.cache import ModelCache  # noqa: E402
+from rl_core.registry import get_model_class, list_model_classes, registered_models  # noqa: E402
 
-#: family -> official key; each batch item is one window of the model's own length
-FAMILIES = {
-    "beats": "esp_aves2_naturelm_audio_v1_beats",
-    "eat": "esp_aves2_eat_all",
-    "efficientnet": "esp_aves2_effnetb0_all",
-    "aves": "birdaves_biox_base",
-    "birdmae": "birdmae_base",
-}
+
+def device_families() -> dict[str, str]:
+    """family -> one registry key (an ESP model first), for every built-in family that computes in torch (a
+    ``cpu_only`` family never goes to the GPU). Each batch item is one window of the model's own length."""
+    entries = registered_models()
+    keys: dict[str, str] = {}
+    for key in sorted(entries, key=lambda k: (not k.startswith("esp_aves2_"), k)):
+        keys.setdefault(entries[key].model_spec.name, key)
+    return {family: keys[family] for family in list_model_classes(builtin=True)
+            if family in keys and not get_model_class(family).cpu_only}
+
+
+FAMILIES = device_families()
 
 
 def rss_mb() -> float:
@@ -116,7 +121,7 @@ def check_family(family: str, device: torch.device, folder: Path, batches: list[
         failures.append(f"{family}: device memory grew {dev_growth / 2**20:.0f} MB on a cached call (a second copy?)")
     same = "same object" if again is model else "A NEW OBJECT"
 
-    if "precision" in inspect.signature(type(model).__init__).parameters:  # the family's own bf16 path
+    if type(model).supports_bfloat16:  # the family's own bf16 path
         fast = cache.get(key, device=str(device), checkpoint_path=checkpoint, return_features_only=True,
                          precision="bfloat16")
         bf16 = {b: throughput(fast, device, sample_rate, seconds, b, reps) for b in batches}

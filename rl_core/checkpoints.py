@@ -13,7 +13,10 @@ import logging
 import os
 import pickle
 import shutil
+import socket
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +35,9 @@ from rl_core.errors import (
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 30.0
+#: how long a reachability probe may take, and how long its answer is trusted
+PROBE_TIMEOUT_S = 1.5
+PROBE_TTL_S = 300.0
 
 
 def cache_dir() -> Path:
@@ -63,14 +69,98 @@ def _split_hf(url: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
+def is_remote(url: str) -> bool:
+    return url.startswith(("http://", "https://", "gs://", "hf://"))
+
+
+def public_source(url: str) -> str:
+    """Where a remote file comes from, fit to show anyone: no query string (signed URLs carry their key there),
+    no user name or password. ``hf://org/repo/file`` -> ``huggingface.co/org/repo (file)``."""
+    if url.startswith("hf://"):
+        repo_id, filename = _split_hf(url)
+        return f"huggingface.co/{repo_id} ({filename})"
+    parsed = urllib.parse.urlparse(url)
+    return f"{parsed.scheme}://{parsed.hostname or ''}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE is set (huggingface_hub's own rule for true values)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+_probe_lock = threading.Lock()
+_probe_answers: dict[tuple[str, int], tuple[float, bool]] = {}
+
+
+def _endpoint(url: str) -> tuple[str, int] | None:
+    if url.startswith("hf://"):
+        endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        return endpoint.hostname or "huggingface.co", endpoint.port or 443
+    if url.startswith("gs://"):
+        return "storage.googleapis.com", 443
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    return None
+
+
+def _connects(host: str, port: int) -> bool:
+    """A TCP connection within PROBE_TIMEOUT_S, name lookup included (run in a thread: getaddrinfo has no timeout)."""
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True, name=f"probe-{host}")
+    worker.start()
+    worker.join(PROBE_TIMEOUT_S)
+    return bool(answer and answer[0])
+
+
+def source_reachable(url: str) -> bool:
+    """Whether the server of a remote checkpoint answers now (False for hf:// under HF_HUB_OFFLINE).
+
+    A TCP connection probe of at most PROBE_TIMEOUT_S; its answer is kept PROBE_TTL_S per server. Local paths
+    are always "reachable"."""
+    if url.startswith("hf://") and hub_offline():
+        return False
+    endpoint = _endpoint(url)
+    if endpoint is None:
+        return True
+    now = time.monotonic()
+    with _probe_lock:
+        known = _probe_answers.get(endpoint)
+    if known is not None and now - known[0] < PROBE_TTL_S:
+        return known[1]
+    reachable = _connects(*endpoint)
+    with _probe_lock:
+        _probe_answers[endpoint] = (now, reachable)
+    return reachable
+
+
+def unreachable_reason(url: str) -> str:
+    host = (_endpoint(url) or ("?", 0))[0]
+    return "HF_HUB_OFFLINE is set" if url.startswith("hf://") and hub_offline() else f"{host} cannot be reached"
+
+
 def _not_available(url: str, model_name: str | None, looked_in: Path | str, reason: str,
                    kind: str = "checkpoint") -> CheckpointNotAvailableError:
     who = f"model '{model_name}'" if model_name else "this model"
     return CheckpointNotAvailableError(
-        f"{kind} for {who} is not on this machine and could not be downloaded from {url} ({reason}). "
+        f"{kind} for {who} is not on this machine and could not be downloaded from {public_source(url)} ({reason}). "
         f"Looked in: {looked_in}. To use it offline, download the file on a machine with internet access and "
         f"place it at {looked_in}, or pass checkpoint_path='/path/to/file'."
     )
+
+
+def _hf_cache_folder(url: str) -> Path:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(HF_HUB_CACHE) / f"models--{_split_hf(url)[0].replace('/', '--')}"
 
 
 def checkpoint_local_path(url: str) -> Path | None:
@@ -153,6 +243,11 @@ def resolve_checkpoint(
         if not path.is_file():
             raise CheckpointNotAvailableError(f"{kind} file not found: {path} (from {url})")
         return path
+    if url.startswith(("hf://", "http://", "https://")) and checkpoint_local_path(url) is None \
+            and not source_reachable(url):
+        # fail at once: a download attempt would only wait for timeouts and retries (gs:// first needs gcsfs)
+        looked_in = _hf_cache_folder(url) if url.startswith("hf://") else _url_cache_path(url)
+        raise _not_available(url, model_name, looked_in, unreachable_reason(url), kind)
     if url.startswith(("http://", "https://")):
         target = _url_cache_path(url)
         if target.is_file():
@@ -165,15 +260,14 @@ def resolve_checkpoint(
         return _download_gcs(url, target, model_name, sha256, kind)
     if url.startswith("hf://"):
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.constants import HF_HUB_CACHE
 
         repo_id, filename = _split_hf(url)
         try:
             # A short etag timeout: offline, the lookup should fail in seconds, not after long retries.
             return Path(hf_hub_download(repo_id=repo_id, filename=filename, etag_timeout=5))
         except Exception as err:  # offline, 404, gated repo ...: all mean "not available here"
-            looked_in = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
-            raise _not_available(url, model_name, looked_in, f"{type(err).__name__}: {str(err).splitlines()[0]}", kind) from None
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            raise _not_available(url, model_name, _hf_cache_folder(url), reason, kind) from None
     if "://" in url:
         raise CheckpointError(f"unsupported checkpoint scheme in '{url}': use a local path, file://, https://, hf:// or gs://")
     path = Path(url).expanduser()

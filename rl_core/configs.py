@@ -49,7 +49,8 @@ class ModelSpec(BaseModel):
 
     name: str
     pretrained: bool = False
-    device: str = "cpu"
+    #: "auto" (cuda, else mps, else cpu: ``rl_core.loading.resolve_device``), or a torch device such as "cpu"
+    device: str = "auto"
     audio_config: AudioConfig = Field(default_factory=AudioConfig)
 
     @property

@@ -19,26 +19,36 @@ from typing import Any
 
 import torch
 
+from rl_core.catalog import require_weights
 from rl_core.checkpoints import load_state_dict, resolve_checkpoint
 from rl_core.configs import AudioConfig, ModelEntry, ModelSpec, load_model_entry_yaml, suggest
 from rl_core.errors import CheckpointError, CheckpointMismatchError, ConfigError, UnknownModelError
 from rl_core.models.base import ModelBase
-from rl_core.registry import get_model_class, get_model_entry, registered_models
+from rl_core.registry import get_model_class, get_model_entry
 
 log = logging.getLogger(__name__)
 
-_BASE_ARGS = {"device", "num_classes", "return_features_only", "audio_config", "pretrained"}
+#: the arguments every family passes on to ModelBase.__init__ through ``**kwargs``
+_BASE_ARGS = set(inspect.signature(ModelBase.__init__).parameters) - {"self"}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"auto" -> cuda if available, else mps, else cpu."""
+    """The one device rule: ``None``/"auto" -> cuda if available, else mps, else cpu; anything else as given."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(device)
+
+
+def model_device(model: str | Path | ModelSpec | ModelEntry, device: str | torch.device | None = None) -> torch.device:
+    """Where ``load_model(model, device)`` puts the model: ``device``, else the spec's (default "auto"), resolved
+    by :func:`resolve_device`. ``rl_core.cache.get_model`` keys its entries by the same rule."""
+    if device is None:
+        device = _resolve_entry(model)[1].model_spec.device
+    return resolve_device(device)
 
 
 def _class_kwargs(cls: type, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
@@ -87,18 +97,18 @@ def build_model_from_spec(
     return model.move_to(target)
 
 
+def class_spec(class_name: str) -> ModelSpec:
+    """The spec of a bare model class: the class's own sample rate and window, not AudioConfig's 16 kHz / 10 s."""
+    cls = get_model_class(class_name)  # UnknownModelError listing the classes
+    return ModelSpec(name=class_name, audio_config=cls.default_audio_config())
+
+
 def build_model(name: str, device: str | torch.device | None = "cpu", **kwargs: Any) -> ModelBase:
     """Build from a registered model name or a registered model class name, without loading checkpoints."""
     try:
         spec = get_model_entry(name).model_spec
     except UnknownModelError:
-        cls = get_model_class(name)  # raises UnknownModelError listing classes when this is no class either
-        # A bare class name gets the class's own sample rate and window, not AudioConfig's 16 kHz / 10 s.
-        audio = AudioConfig(
-            sample_rate=cls.default_sample_rate,
-            target_length_seconds=getattr(cls, "default_window_seconds", 10.0),
-        )
-        spec = ModelSpec(name=name, device=str(device or "cpu"), audio_config=audio)
+        spec = class_spec(name)  # raises UnknownModelError listing classes when this is no class either
     return build_model_from_spec(spec, device=device, **kwargs)
 
 
@@ -199,7 +209,10 @@ def load_model(
     pretrained: bool | None = None,
     **kwargs: Any,
 ) -> ModelBase:
-    """Load a model by registry name, YAML path or ModelSpec, with the framework's checkpoint rules."""
+    """Load a model by registry name, YAML path or ModelSpec, with the framework's checkpoint rules.
+
+    ``device=None``: the spec's device, by default "auto" (cuda, else mps, else cpu; :func:`model_device`).
+    """
     name, entry = _resolve_entry(model)
     spec = entry.model_spec
     cls = get_model_class(spec.name)
@@ -209,6 +222,8 @@ def load_model(
     state_dict = None
     head_classes = num_classes
     keep_classifier = False
+    if checkpoint == entry.checkpoint_path and entry.checkpoint_path:
+        require_weights(name, entry)  # absent and unreachable: one clear sentence now, not a download's retries
     if checkpoint:
         sha = entry.checkpoint_sha256 if checkpoint == entry.checkpoint_path else None
         local = resolve_checkpoint(checkpoint, model_name=name, sha256=sha)
@@ -227,7 +242,7 @@ def load_model(
         _apply_state_dict(net, state_dict, keep_classifier=keep_classifier, source=checkpoint)
     if entry.class_mapping_path and keep_classifier:  # labels describe the trained head only
         net.label_mapping = _class_mapping_for_head(entry, name, net.num_classes, own_checkpoint=checkpoint == entry.checkpoint_path)
-    net = net.move_to(resolve_device(device if device is not None else spec.device))
+    net = net.move_to(model_device(entry, device))
     net.eval()
     return net
 
@@ -241,12 +256,9 @@ def load_class_mapping(name: str) -> dict[str, dict[Any, Any]] | None:
     """``{"label_to_index": {label: i}, "index_to_label": {i: label}}`` for a registered model, or None."""
     entry = get_model_entry(name)
     cls = get_model_class(entry.model_spec.name)
-    builtin = getattr(cls, "builtin_class_mapping", None)
     if entry.class_mapping_path:
         return load_class_mapping_file(entry.class_mapping_path, model_name=name)
-    if callable(builtin):
-        return builtin()
-    return None
+    return cls.builtin_class_mapping()
 
 
 def list_model_layers(name: str | ModelSpec) -> list[str]:
@@ -261,6 +273,3 @@ def list_model_layers(name: str | ModelSpec) -> list[str]:
     except Exception:  # an architecture whose constructor computes on real tensors
         return build_model_from_spec(spec, device="cpu").list_layers()
 
-
-def all_model_names() -> list[str]:
-    return list(registered_models())

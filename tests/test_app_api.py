@@ -40,7 +40,9 @@ def app(tmp_path_factory, leaderboard_dir, app_tmp):
     running = RunningApp("--preload", MODEL, "--max-file-size", "3MB", "--no-warmup",
                          "--leaderboard-dir", str(leaderboard_dir),
                          log_path=tmp_path_factory.mktemp("app") / "app.log",
-                         env={"TMPDIR": str(app_tmp), "GRADIO_TEMP_DIR": str(app_tmp / "gradio")})
+                         # offline, as on a field laptop: models without local weights must be refused at once
+                         env={"TMPDIR": str(app_tmp), "GRADIO_TEMP_DIR": str(app_tmp / "gradio"), "HF_HUB_OFFLINE": "1",
+                              "HF_HUB_CACHE": str(tmp_path_factory.mktemp("hf_cache"))})
     try:
         running.wait_ready()
         yield running
@@ -88,6 +90,21 @@ def test_predict_bundled_example(client):
 def test_predict_without_input_is_a_readable_error(client):
     with pytest.raises(Exception, match="add one or more recordings"):
         client.predict([], "", MODEL, 3, api_name="/predict")
+
+
+def test_model_without_weights_offline_is_refused_at_once(client):
+    from gradio_client.exceptions import ValidationError
+
+    start = time.monotonic()
+    with pytest.raises(ValidationError) as info:
+        client.predict([], "storm_petrel_XC46092.wav", "esp_aves2_eat_all", 3, api_name="/predict")
+    assert time.monotonic() - start < 3
+    message = str(info.value)
+    assert "model_name: the weights of model 'esp_aves2_eat_all' are not on this machine" in message
+    assert "(HF_HUB_OFFLINE is set)" in message and "huggingface-cli download" in message
+    with pytest.raises(ValidationError, match="not on this machine"):
+        client.predict([], None, None, True, "esp_aves2_eat_all", "last_layer", "mean", "PCA", 15, 0.1, "cosine", 30,
+                       api_name="/embedding_map")
 
 
 def test_upload_above_max_file_size_is_refused(app, client, tmp_path):

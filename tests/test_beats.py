@@ -1,4 +1,5 @@
-"""BEATs: front end, checkpoint layout, shapes, embeddings, loading rules and input checks.
+"""BEATs: front end, checkpoint layout of each variant, shapes, embeddings and loading rules (the family contract:
+inputs, hooks, bf16, round trip, is in test_model_contract.py).
 
 Kept fast: short clips, batch <= 2, models built once per module. Parity with avex's module itself is
 checked by bench/peer/parity_beats.py (needs the avex venv); here the fixture of avex's state_dict names and shapes
@@ -18,7 +19,7 @@ from torchaudio.compliance import kaldi
 
 import rl_core
 from rl_core import ModelSpec
-from rl_core.errors import CheckpointMismatchError, ConfigError, InvalidAudioTensorError
+from rl_core.errors import CheckpointMismatchError, ConfigError
 from rl_core.models.beats import BEATs, beats_fbank, relative_position_buckets
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beats_state_dict_shapes.json"
@@ -30,10 +31,6 @@ def audio(batch: int, seconds: float, seed: int = 0, sr: int = SR) -> torch.Tens
     n = int(seconds * sr)
     t = torch.arange(n) / sr
     return 0.2 * torch.sin(2 * torch.pi * 1500 * t) + 0.1 * torch.randn(batch, n, generator=g)
-
-
-def total_forward_hooks(model: torch.nn.Module) -> int:
-    return sum(len(m._forward_hooks) for m in model.modules())
 
 
 def save_state_dict(model: torch.nn.Module, path: Path) -> Path:
@@ -148,7 +145,6 @@ def test_layers_listed():
 
 def test_extract_embeddings_selectors_and_aggregations(encoder):
     x = audio(1, 0.5)
-    before = total_forward_hooks(encoder)
     with torch.inference_mode():
         features = encoder.forward_features(encoder.prepare_input(x))
     tokens = features.shape[1]
@@ -167,12 +163,10 @@ def test_extract_embeddings_selectors_and_aggregations(encoder):
     assert stacked.shape == (1, 13, tokens, 768)
     torch.testing.assert_close(stacked[:, -1], features)
     assert encoder.extract_embeddings(x, layers="all", aggregation="max").shape == (1, 13 * 768)
-    assert total_forward_hooks(encoder) == before
 
 
-def test_extract_embeddings_errors_and_hooks_removed(encoder):
+def test_extract_embeddings_errors(encoder):
     x = audio(1, 0.5)
-    before = total_forward_hooks(encoder)
     with pytest.raises(ConfigError, match="no CLS token"):
         encoder.extract_embeddings(x, layers="layer_2", aggregation="cls_token")
     with pytest.raises(ConfigError, match="out of range"):
@@ -182,7 +176,6 @@ def test_extract_embeddings_errors_and_hooks_removed(encoder):
     # a failure inside the forward pass (a padding mask that fits no clip), with hooks registered
     with pytest.raises(ConfigError, match="padding_mask"):
         encoder.extract_embeddings(x, layers=["layer_0", "layer_5"], padding_mask=torch.zeros(3, 10, dtype=torch.bool))
-    assert total_forward_hooks(encoder) == before
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -252,29 +245,6 @@ def test_fine_tuned_checkpoint_into_plain_encoder_names_predictor(tmp_path, fine
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def test_input_conversions(encoder):
-    x = audio(1, 0.5)
-    with torch.inference_mode():
-        ref = encoder(x)
-        pcm = (x * 32767).round().to(torch.int16)
-        torch.testing.assert_close(encoder(pcm), encoder(pcm.float() / 32768.0))
-        torch.testing.assert_close(encoder(x.double()), ref)
-        torch.testing.assert_close(encoder(x[0].numpy()), ref)  # 1-D numpy gains a batch axis
-        stereo = torch.stack([x, 0.5 * x], dim=1)  # (B, 2, T) -> channel mean
-        torch.testing.assert_close(encoder(stereo), encoder(0.75 * x))
-
-
-def test_bad_inputs_raise(encoder):
-    with pytest.raises(InvalidAudioTensorError, match="shape"):
-        encoder(torch.zeros(1, 1, 2, 4000))
-    with pytest.raises(InvalidAudioTensorError, match="dtype"):
-        encoder(torch.zeros(1, 4000, dtype=torch.int32))
-    with pytest.raises(InvalidAudioTensorError, match="NaN"):
-        encoder(torch.full((1, 4000), float("nan")))
-    with pytest.raises(InvalidAudioTensorError, match="empty"):
-        encoder(torch.zeros(1, 0))
-
-
 def test_short_clip_is_zero_padded_to_one_patch(encoder):
     assert encoder.min_input_samples == 2800  # 400 + 15 * 160 samples: one 16-frame patch
     short = audio(1, 0.05)  # 800 samples
@@ -297,24 +267,6 @@ def test_padding_mask_pools_only_real_tokens(fine_tuned_with_head):
 
 
 # ------------------------------------------------------------------------------------------------ options
-def test_bfloat16_path_is_close_to_float32(encoder):
-    bf16 = rl_core.build_model("beats", precision="bfloat16").eval()
-    bf16.load_state_dict(encoder.state_dict())
-    x = audio(2, 0.5)
-    with torch.inference_mode():
-        ref, got = encoder(x), bf16(x)
-    assert got.dtype == torch.float32
-    assert torch.nn.functional.cosine_similarity(ref, got, dim=-1).min() > 0.999
-    assert not torch.equal(ref, got)  # it really ran in bf16
-
-
-def test_unknown_and_invalid_arguments_are_errors():
-    with pytest.raises(ConfigError, match="unknown argument"):
-        rl_core.build_model("beats", fine_tune=True)
-    with pytest.raises(ConfigError, match="precision"):
-        rl_core.build_model("beats", precision="float16")
-
-
 def test_numpy_seed_independent_output(encoder):
     # inference never draws random numbers (no layer drop, no dropout, no dither)
     x = audio(1, 0.5)

@@ -155,7 +155,8 @@ def test_hf_offline_missing_file_error(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "esp_aves2_eat_all" in out and "hf://EarthSpeciesProject/esp-aves2-eat-all" in out
+    assert "esp_aves2_eat_all" in out and "huggingface.co/EarthSpeciesProject/esp-aves2-eat-all" in out
+    assert "HF_HUB_OFFLINE is set" in out  # refused before any download attempt
     assert str(cache / "models--EarthSpeciesProject--esp-aves2-eat-all") in out and "place it at" in out
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl_core import ProbeConfig, build_model, build_probe_from_config_online
+from rl_core import ProbeConfig, build_model, build_probe_from_config_online, get_model_class, list_model_classes
 
-FAMILIES = ["esp_aves2_naturelm_audio_v1_beats", "esp_aves2_eat_all", "birdaves_biox_base"]
+FAMILIES = [name for name in list_model_classes(builtin=True) if get_model_class(name).cpu_micro_batch_windows]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -43,7 +43,7 @@ def test_zoo_lists_birdnet_with_its_facts():
     assert row["Embedding dim"] == 1024
     assert row["Classes"] == 6522
     assert "CC BY-NC-SA" in row["Licence"]
-    assert row["Weights"] == "on this machine"
+    assert row["Weights"] == "bundled (runs offline)"
 
 
 def test_zoo_search_and_family_filter():
@@ -60,14 +60,40 @@ def test_zoo_card_and_snippet():
     compile(snippet, "snippet", "exec")  # the copyable snippet is valid Python
 
 
-def test_weight_text_offline_download(monkeypatch):
-    monkeypatch.setattr(zoo, "is_offline", lambda: True)
-    info = {"weights": "downloads on first use", "checkpoint_size_mb": 345.6}
-    assert zoo.weight_text(info) == "unavailable offline (346 MB download)"
-    monkeypatch.setattr(zoo, "is_offline", lambda: False)
-    assert zoo.weight_text(info) == "downloads on first use (346 MB)"
-    assert zoo.weight_text({"weights": "downloads on first use", "checkpoint_size_mb": None}) == \
-        "downloads on first use"
+def test_weight_text_offline_download(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from rl_core import checkpoints
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # nothing downloaded before
+    monkeypatch.setattr(checkpoints, "_probe_answers", {})
+    info = {"name": "esp_aves2_eat_all", "checkpoint_size_mb": 345.6}
+    source = "huggingface.co/EarthSpeciesProject/esp-aves2-eat-all (esp-aves2-eat-all.safetensors)"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert zoo.weight_text(info) == f"unavailable offline (346 MB download from {source})"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(checkpoints, "_connects", lambda host, port: True)  # the hub answers
+    assert zoo.weight_text(info) == f"downloads on first use (346 MB from {source})"
+    assert zoo.weight_text({**info, "checkpoint_size_mb": None}) == f"downloads on first use (from {source})"
+
+
+def test_model_absent_offline_is_refused_before_the_model_slot(monkeypatch, tmp_path, great_tits):
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    verdicts = common.model_validator(2)([str(great_tits[0].path)], "", "esp_aves2_eat_all", 3)
+    assert [v["is_valid"] for v in verdicts] == [True, True, False, True]
+    assert verdicts[2]["message"].startswith("the weights of model 'esp_aves2_eat_all' are not on this machine")
+    assert common.model_validator(2)([], "", MODEL, 3)[2]["is_valid"]  # bundled: accepted
+    assert common.model_validator(2)([], "", "", 3)[2]["is_valid"]  # empty: the handler says what to do
+    with pytest.raises(UserFacingError, match="could not be loaded: the weights of model 'esp_aves2_eat_all' are "
+                                              "not on this machine .*huggingface-cli download"):
+        inference.analyse([str(great_tits[0].path)], "esp_aves2_eat_all", 3)
+    assert time.monotonic() - start < 3
 
 
 # --------------------------------------------------------------------------- inference

@@ -10,13 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -122,54 +120,56 @@ def check_file_size(path: str | os.PathLike) -> None:
 
 
 # --------------------------------------------------------------------------- models
-@lru_cache(maxsize=1)
-def is_offline() -> bool:
-    """True when model hubs cannot be reached (HF_HUB_OFFLINE, or no route to huggingface.co)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0"):
-        return True
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=1.0):
-            return False
-    except OSError:
-        return True
-
-
 def model_infos() -> dict[str, dict[str, Any]]:
     from rl_core.catalog import list_models
 
     return list_models(print_table=False)
 
 
-def weights_present(info: dict[str, Any]) -> bool:
-    from rl_core.catalog import WEIGHTS_PRESENT
-
-    return info["weights"] == WEIGHTS_PRESENT
-
-
 def model_choices(need_classifier: bool = False) -> list[tuple[str, str]]:
-    """(label, registry key) pairs for a model dropdown: usable models first, each labelled with its state."""
+    """(label, registry key) pairs for a model dropdown: usable models first, each labelled with its weights."""
+    from rl_core.catalog import weights_status
+
     rows = []
     for name, info in model_infos().items():
         if need_classifier and not info["has_trained_classifier"]:
             continue
-        if weights_present(info):
-            state = "ready"
-        elif info["random_weights"] or not info["checkpoint_path"]:
-            state = "random weights"
-        else:
-            state = "unavailable offline" if is_offline() else "downloads on first use"
-        rows.append((0 if state == "ready" else 1, name, f"{name} · {info['family']} · {state}"))
+        status = weights_status(name)
+        state = "ready" if status.present else status.text(check_source=True)
+        rows.append((0 if status.present else 1, name, f"{name} · {info['family']} · {state}"))
     rows.sort()
     return [(label, name) for _, name, label in rows]
 
 
 def default_model(need_classifier: bool = False) -> str | None:
     """BirdNET when its weights are here, else the first model with weights present, else the first one."""
-    infos = model_infos()
-    if DEFAULT_MODEL in infos and weights_present(infos[DEFAULT_MODEL]):
+    from rl_core.catalog import weights_status
+
+    if DEFAULT_MODEL in model_infos() and weights_status(DEFAULT_MODEL).present:
         return DEFAULT_MODEL
     choices = model_choices(need_classifier)
     return choices[0][1] if choices else None
+
+
+def model_validator(model_position: int) -> Callable[..., list[dict[str, Any]]]:
+    """A Gradio ``validator=`` for a model event, run before the request is queued: an unknown model, or one whose
+    weights are absent and cannot be downloaded now (rl_core.catalog.require_weights), is refused in
+    milliseconds instead of waiting for, then holding, the shared model slot. An empty choice is left to the
+    handler (which may pick the default model)."""
+    import gradio as gr
+
+    from rl_core.catalog import require_weights
+
+    def validate(*inputs: Any) -> list[dict[str, Any]]:
+        verdicts = [gr.validate(True, "") for _ in inputs]
+        if inputs[model_position]:
+            try:
+                require_weights(inputs[model_position])
+            except RLCoreError as exc:
+                verdicts[model_position] = gr.validate(False, str(exc))
+        return verdicts
+
+    return validate
 
 
 def get_model(name: str, **kwargs: Any):

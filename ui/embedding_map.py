@@ -34,6 +34,7 @@ from ui.common import (
     get_model,
     model_choices,
     model_concurrency_id,
+    model_validator,
     new_output_dir,
     progress_adapter,
 )
@@ -223,7 +224,7 @@ def build_map(
         model = get_model(model_name)
     except Exception as exc:  # noqa: BLE001
         raise UserFacingError(describe_error(exc, f"model {model_name} could not be loaded")) from None
-    layers = model.list_layers() if hasattr(model, "list_layers") else []
+    layers = model.list_layers()
     if layer not in ("last_layer", "", None) and layer not in layers:
         offered = ", ".join(["last_layer", *layers])
         raise UserFacingError(f"unknown layer '{layer}' for {model_name}; choose one of: {offered}")
@@ -334,6 +335,7 @@ def build() -> None:
          perplexity],
         [status, plot, points, downloads],
         api_name="embedding_map", concurrency_id=model_concurrency_id(), concurrency_limit=1,
+        validator=model_validator(4),
     )
     # layers are listed from the architecture on the meta device: no weights, no need for the model slot
     model.change(on_model_change, model, layer, api_visibility="private", queue=False)

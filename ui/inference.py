@@ -26,6 +26,7 @@ from ui.common import (
     get_model,
     model_choices,
     model_concurrency_id,
+    model_validator,
     new_output_dir,
     progress_adapter,
     UserFacingError,
@@ -285,6 +286,7 @@ def build() -> None:
         on_run, [files, example, model, top_k],
         [status, summary, pick, species, timeline, spectrogram, audio, downloads, views],
         api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=1,
+        validator=model_validator(2),
     )
     pick.change(on_pick_file, [pick, views], [species, timeline, spectrogram, audio], api_visibility="private",
                 queue=False)

@@ -7,7 +7,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from ui.common import is_offline, model_infos
+from rl_core.catalog import weights_status
+from ui.common import model_infos
 
 COLUMNS = [
     "Model", "Family", "Parameters (M)", "Sample rate (Hz)", "Window (s)", "Embedding dim", "Classes",
@@ -17,15 +18,8 @@ DATATYPES = ["str", "str", "number", "number", "number", "number", "number", "st
 
 
 def weight_text(info: dict[str, Any]) -> str:
-    """'on this machine', 'downloads on first use (94 MB)', 'unavailable offline (94 MB download)' ..."""
-    from rl_core.catalog import WEIGHTS_DOWNLOAD
-
-    if info["weights"] != WEIGHTS_DOWNLOAD:
-        return info["weights"]
-    size = f"{info['checkpoint_size_mb']:.0f} MB" if info.get("checkpoint_size_mb") else ""
-    if is_offline():
-        return f"unavailable offline ({size} download)" if size else "unavailable offline (needs a download)"
-    return f"downloads on first use ({size})" if size else "downloads on first use"
+    """'bundled (runs offline)', 'downloads on first use (94 MB from ...)', 'unavailable offline (...)' ..."""
+    return weights_status(info["name"]).text(info["checkpoint_size_mb"], check_source=True)
 
 
 def zoo_table(search: str = "", family: str = "All") -> pd.DataFrame:
@@ -65,8 +59,6 @@ def model_card(name: str) -> tuple[str, str]:
     params = f"{info['parameters'] / 1e6:.1f} M" if info["parameters"] else "unknown"
     head = f"yes, {info['num_classes']} classes" if info["has_trained_classifier"] else "no (embeddings only)"
     checkpoint = info["checkpoint_path"] or "(none: random initial weights)"
-    if checkpoint.startswith("/"):  # a file inside an installed package: its name is what matters
-        checkpoint = checkpoint.split("/")[-1].split(" ")[0] + " (bundled in an installed package)"
     lines = [
         f"### {name}",
         info["description"] or "_No description._",
@@ -85,11 +77,6 @@ def model_card(name: str) -> tuple[str, str]:
     return "\n".join(lines), info["usage"]
 
 
-def model_card_api(name: str) -> tuple[str, str]:
-    """API endpoint: a model's description (markdown) and Python snippet."""
-    return model_card(name)
-
-
 def on_select(table: pd.DataFrame, evt: gr.SelectData) -> tuple[str, str]:
     row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
     return model_card(str(table.iloc[row]["Model"]))
@@ -100,7 +87,7 @@ def build() -> None:
     table = zoo_table()
     gr.Markdown(
         f"**{len(table)} registered model{'s' if len(table) != 1 else ''}.** Search, sort by clicking a column header, and select a row for "
-        "its description and a Python snippet. Weights marked *on this machine* run offline."
+        "its description and a Python snippet. Weights marked *bundled* or *on this machine* run offline."
     )
     with gr.Row():
         search = gr.Textbox(label="Search", placeholder="name, family, description, licence ...", scale=3,
@@ -119,4 +106,4 @@ def build() -> None:
     search.change(zoo_table, [search, family], df, api_name="zoo_table", queue=False)
     family.change(zoo_table, [search, family], df, api_visibility="private", queue=False)
     df.select(on_select, df, [card, code], api_visibility="private", queue=False)
-    gr.api(model_card_api, api_name="model_card", queue=False)
+    gr.api(model_card, api_name="model_card", queue=False)

@@ -128,7 +128,7 @@ def train(config: TrainRunConfig | dict | str | Path, progress: bool = True) -> 
         if cfg.checkpoint_path and Path(cfg.checkpoint_path).is_file():
             sha = sha256_of(cfg.checkpoint_path)
         else:
-            sha = checkpoint_sha256(cfg.model, model) if cfg.checkpoint_path is None else cfg.checkpoint_path
+            sha = checkpoint_sha256(cfg.model) if cfg.checkpoint_path is None else cfg.checkpoint_path
         layers = "all" if cfg.probe.target_layers == ["all"] else cfg.probe.target_layers
         aggregation = cfg.probe.aggregation if cfg.probe.aggregation in ("mean", "max", "cls_token") else "mean"
         cache = EmbeddingCache(cfg.cache_dir, cfg.model, sha or "random-weights", layers, aggregation,

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 
-from rl_core.checkpoints import checkpoint_local_path, sha256_of
+from rl_core.catalog import weights_status
+from rl_core.checkpoints import sha256_of
 from rl_core.configs import ProbeConfig
 from rl_core.datasets_bundled import great_tit_songs, pykanto_dir, storm_petrel_recordings, vocalpy_examples_dir
 from rl_core.errors import ConfigError, DatasetError, RLCoreError
@@ -149,32 +150,18 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs (torch threads {torch.get_num_threads()}){gpu}"
 
 
-def checkpoint_sha256(name: str, model: ModelBase | None = None) -> str:
-    """sha256 of the weights the model was loaded from ('' when it has none: random weights)."""
+def checkpoint_sha256(name: str) -> str:
+    """sha256 of the weights registered model ``name`` loads ('' when they are not here or do not exist)."""
     entry = get_model_entry(name)
     if entry.checkpoint_sha256:
         return entry.checkpoint_sha256
-    bundled = getattr(type(model), "bundled_weights_path", None) if model is not None else None
-    path = bundled() if callable(bundled) else None
-    if path is None and entry.checkpoint_path:
-        path = checkpoint_local_path(entry.checkpoint_path)
-    return sha256_of(path) if path is not None and Path(path).is_file() else ""
-
-
-def weights_present(name: str) -> bool:
-    """Whether the model's weights are on this machine (nothing is downloaded)."""
-    entry = get_model_entry(name)
-    if entry.checkpoint_path:
-        return checkpoint_local_path(entry.checkpoint_path) is not None
-    if entry.family == "BirdNET":
-        from rl_core.models.birdnet import birdnet_dir
-
-        return birdnet_dir() is not None
-    return False
+    status = weights_status(entry)
+    return sha256_of(status.path) if status.present else ""
 
 
 def models_with_weights() -> list[str]:
-    return [name for name in registered_models() if weights_present(name)]
+    """Registered models whose weights are on this machine (bundled or cached)."""
+    return [name for name, entry in registered_models().items() if weights_status(entry).present]
 
 
 # --------------------------------------------------------------------------- running one benchmark
@@ -287,7 +274,7 @@ def run_benchmark(
     dataset.require_examples_per_class(2)
     if model is None:
         model = random_init_model(model_name) if random_init else _cached_model(model_name)
-    sha = "" if random_init else checkpoint_sha256(model_name, model)
+    sha = "" if random_init else checkpoint_sha256(model_name)
     layers = probe_config.target_layers if probe_config.target_layers != ["backbone"] else ["last_layer"]
     layers = "all" if layers == ["all"] else layers
     aggregation = probe_config.aggregation if probe_config.aggregation in ("mean", "max", "cls_token") else "mean"

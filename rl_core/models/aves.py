@@ -20,7 +20,6 @@ from torch import nn
 from torchaudio.models import wav2vec2_model
 
 from rl_core.checkpoints import load_state_dict, resolve_checkpoint
-from rl_core.configs import AudioConfig
 from rl_core.errors import ConfigError
 from rl_core.models.base import ModelBase
 from rl_core.registry import register_model_class
@@ -77,34 +76,28 @@ class Aves(ModelBase):
     classifier_prefix = "classifier."
     #: the convolutional front end needs one receptive field (400 samples = 25 ms) for one frame
     min_input_samples = 400
+    supports_bfloat16 = True
 
     def __init__(
-        self,
-        device: str | torch.device = "cpu",
-        num_classes: int | None = None,
-        return_features_only: bool = False,
-        audio_config: AudioConfig | None = None,
-        pretrained: bool = False,
-        aves_variant: str = "base",
-        precision: Literal["float32", "bfloat16"] = "float32",
+        self, aves_variant: str = "base", precision: Literal["float32", "bfloat16"] = "float32", **kwargs
     ) -> None:
-        if audio_config is not None and audio_config.model_fields_set and audio_config.representation != "raw":
+        super().__init__(**kwargs)
+        if self.audio_config.representation != "raw":
             raise ConfigError(
-                f"AVES reads raw waveforms; audio_config.representation is '{audio_config.representation}' "
+                f"AVES reads raw waveforms; audio_config.representation is '{self.audio_config.representation}' "
                 "(use representation: raw)"
             )
-        super().__init__(device, num_classes, return_features_only, audio_config, pretrained)
         if aves_variant not in AVES_CONFIGS:
             raise ConfigError(f"unknown aves_variant '{aves_variant}': choose one of {', '.join(AVES_CONFIGS)}")
         self.variant = aves_variant
         config = AVES_CONFIGS[aves_variant]
         self.model = wav2vec2_model(**config, aux_num_out=None)
         self._embedding_dim = config["encoder_embed_dim"]
-        if pretrained:
+        if self.pretrained:
             self._load_birdaves()
         self._set_precision(precision, self.model.encoder)
-        if num_classes is not None:
-            self.classifier = nn.Linear(self._embedding_dim, num_classes)
+        if self.num_classes is not None:
+            self.classifier = nn.Linear(self._embedding_dim, self.num_classes)
 
     # ----------------------------------------------------------------- weights
     def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

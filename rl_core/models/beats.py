@@ -226,6 +226,7 @@ class BEATs(ModelBase):
     default_sample_rate = 16000
     # one 16-frame patch needs 400 + 15 * 160 samples; shorter clips are zero-padded up to it
     min_input_samples = 400 + (PATCH_SIZE - 1) * 160
+    supports_bfloat16 = True
 
     def __init__(
         self,

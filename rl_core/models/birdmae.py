@@ -47,7 +47,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rl_core.configs import AudioConfig
 from rl_core.errors import ConfigError
 from rl_core.kaldi_fbank import KaldiFbank
 from rl_core.models._vit_parts import Attention, Mlp, PatchEmbed, sincos_2d
@@ -122,25 +121,20 @@ class BirdMAE(ModelBase):
     default_window_seconds = 5.0
     has_cls_token = True
     min_input_samples = 800  # one 25-ms frame at 32 kHz
+    supports_bfloat16 = True
 
     def __init__(
         self,
-        device: str | torch.device = "cpu",
-        num_classes: int | None = None,
-        return_features_only: bool = False,
-        audio_config=None,
-        pretrained: bool = False,
         birdmae_variant: Literal["base", "large", "huge"] = "base",
         precision: Literal["float32", "bfloat16"] = "float32",
+        **kwargs,
     ) -> None:
-        if audio_config is None:
-            audio_config = AudioConfig(sample_rate=SAMPLE_RATE, target_length_seconds=self.default_window_seconds)
-        super().__init__(device, num_classes, return_features_only, audio_config, pretrained)
+        super().__init__(**kwargs)
         if birdmae_variant not in VARIANTS:
             raise ConfigError(f"unknown birdmae_variant '{birdmae_variant}': use one of {', '.join(VARIANTS)}")
         if self.sample_rate != SAMPLE_RATE:
             raise ConfigError(f"Bird-MAE works on {SAMPLE_RATE} Hz audio; audio_config.sample_rate is {self.sample_rate}")
-        if pretrained:
+        if self.pretrained:
             raise ConfigError(
                 "Bird-MAE has no weights built into the code: load 'birdmae_base' / 'birdmae_huge' or pass "
                 "checkpoint_path=..."
@@ -151,8 +145,8 @@ class BirdMAE(ModelBase):
         self.fbank = KaldiFbank(SAMPLE_RATE, MEL_BINS, window_type="hanning")
         self.model = BirdMAEEncoder(dim, depth, heads)  # ``model.`` as in avex's wrapper
         self._set_precision(precision, self.model.blocks)
-        if num_classes is not None and not return_features_only:
-            self.classifier = nn.Linear(dim, num_classes)
+        if self.num_classes is not None and not self.return_features_only:
+            self.classifier = nn.Linear(dim, self.num_classes)
 
     def get_embedding_dim(self) -> int:
         return self.embed_dim

