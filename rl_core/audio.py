@@ -21,6 +21,7 @@ import soundfile as sf
 
 from rl_core.errors import (
     AudioDecodeError,
+    AudioError,
     AudioFileNotFoundError,
     EmptyAudioError,
     InvalidAudioValuesError,
@@ -62,6 +63,8 @@ def _bad_file(path: Path, reason: str) -> AudioDecodeError:
 def _check_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a directory, /dev/zero, a pipe: there, but not a recording
+            raise AudioError(f"{path}: not a regular file (a folder or a device); give an audio file")
         raise AudioFileNotFoundError(f"{path}: file not found")
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise UnsupportedAudioFormatError(
