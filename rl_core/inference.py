@@ -14,6 +14,7 @@ import torch
 
 from rl_core.atomic import atomic_write
 from rl_core.audio import audio_info, iter_windows
+from rl_core.csv_safety import spreadsheet_safe
 from rl_core.models.base import ModelBase
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def predictions_csv(results: Iterable[FileResult], k: int = 5, min_score: float 
     """The predictions of several files as one CSV (columns ``PREDICTION_COLUMNS``)."""
     tables = [r.top_k_table(k, min_score) for r in results]
     frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=PREDICTION_COLUMNS)
-    return frame.to_csv(index=False)
+    return spreadsheet_safe(frame).to_csv(index=False)
 
 
 def raven_selection_table(result: FileResult, k: int = 1, min_score: float = 0.1) -> str:

@@ -99,3 +99,22 @@ def test_a_device_or_folder_is_not_reported_as_missing(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: /dev/zero: not a regular file (a folder or a device); give an audio file",
                       f"error: {tmp_path}: not a regular file (a folder or a device); give an audio file"]
+
+
+def test_predictions_csv_escapes_formulas(tmp_path, tone_wav):
+    """Issue 16 #8: a recording named like a formula reached predictions.csv as a live spreadsheet formula."""
+    import csv
+
+    from rl_core.csv_safety import escape_cell
+
+    assert [escape_cell(v) for v in ["=1+1", "+1", "-1", "@A1", "\tx", "\rx", "a=b", -1.5, ""]] == [
+        "'=1+1", "'+1", "'-1", "'@A1", "'\tx", "'\rx", "a=b", -1.5, ""]
+    risky = tmp_path / "=HYPERLINK(evil).wav"
+    risky.write_bytes(tone_wav.read_bytes())
+    out = tmp_path / "pred.csv"
+    result = run_cli("predict", "birdnet_v2_4", str(risky), str(tone_wav), "--top-k", "1", "--csv", str(out))
+    assert result.returncode == 0, result.stderr
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["file"] for r in rows] == ["'=HYPERLINK(evil).wav", "tone.wav"]
+    assert float(rows[0]["score"]) == float(rows[0]["score"])  # numbers stay numbers

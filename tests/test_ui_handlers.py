@@ -443,3 +443,21 @@ def test_example_assets_have_licences():
     assert sum(p.stat().st_size for p in files) < 5e6
     for path in files:
         assert path.name in text
+
+
+def test_map_coordinates_csv_escapes_formulas(tiny_layered_model, great_tits, tmp_path):
+    """Issue 16 #8: file names and labels starting with =, +, -, @ reached the map CSV unescaped."""
+    names = ["=HYPERLINK(1).wav", "+1.wav", "@SUM(A1).wav", "plain.wav"]
+    files = []
+    for name, recording in zip(names, great_tits):
+        files.append(tmp_path / name)
+        files[-1].write_bytes(recording.path.read_bytes())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n=HYPERLINK(1).wav,-2+3\n+1.wav,bird\n@SUM(A1).wav,@home\nplain.wav,bird\n")
+    result = embedding_map.build_map([str(f) for f in files], labels_csv=str(labels), model_name=tiny_layered_model,
+                                     method="PCA")
+    assert sorted(result.points["file"]) == sorted(names)  # the page shows the names as uploaded
+    coords = pd.read_csv(result.downloads[0], keep_default_na=False)
+    assert dict(zip(coords["file"], coords["label"])) == {
+        "'=HYPERLINK(1).wav": "'-2+3", "'+1.wav": "bird", "'@SUM(A1).wav": "'@home",
+        "plain.wav": "bird"}

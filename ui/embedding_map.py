@@ -22,6 +22,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from rl_core.csv_safety import spreadsheet_safe
 from ui.common import (
     EXAMPLES_DIR,
     SETTINGS,
@@ -253,7 +254,7 @@ def build_map(
         "x": coords[:, 0].round(5), "y": coords[:, 1].round(5),
     })
     csv_path = out / "map_coordinates.csv"
-    points.to_csv(csv_path, index=False)
+    spreadsheet_safe(points).to_csv(csv_path, index=False)
     npz_path = out / "map_embeddings.npz"
     np.savez_compressed(npz_path, files=np.array(points["file"]), label=np.array(points["label"]),
                         embeddings=matrix.astype(np.float32), coordinates=coords.astype(np.float32),
