@@ -7,6 +7,7 @@ session.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rl_core.errors import RLCoreError
 
@@ -41,6 +42,8 @@ class Settings:
     max_files: int = 500
     #: largest total size of the recordings in one request, after unzipping (zip-bomb guard)
     max_total_mb: float = 2000.0
+    #: disk that the output folders (downloads, unpacked zips) may use together; the oldest go first
+    max_output_mb: float = 5000.0
 
 
 SETTINGS = Settings()
@@ -82,23 +85,75 @@ def display_name(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- output folders
 _OUTPUT_ROOT = Path(tempfile.gettempdir()) / "rl_app_outputs"
 _OUTPUT_MAX_AGE_S = 6 * 3600
+#: a folder this young may still be in use (Gradio copies a response's files into its cache after the handler)
+_OUTPUT_GRACE_S = 120
 _cleanup_lock = threading.Lock()
+_folders_in_use: set[Path] = set()
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
+def _clean_outputs(now: float) -> None:
+    """Remove folders older than a few hours, then the oldest until all fit in ``max_output_mb``
+    (folders of running requests and very young ones stay)."""
+    folders = []
+    for folder in _OUTPUT_ROOT.iterdir():
+        try:
+            folders.append((folder.stat().st_mtime, folder))
+        except FileNotFoundError:
+            pass
+    folders.sort()
+    kept = []
+    for mtime, folder in folders:
+        if folder in _folders_in_use:
+            kept.append((folder, _folder_bytes(folder), False))
+        elif now - mtime > _OUTPUT_MAX_AGE_S:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            kept.append((folder, _folder_bytes(folder), now - mtime > _OUTPUT_GRACE_S))
+    total = sum(size for _, size, _ in kept)
+    limit = SETTINGS.max_output_mb * 1e6
+    for folder, size, removable in kept:  # oldest first
+        if total <= limit:
+            break
+        if removable:
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
+            log.info("removed output folder %s (%.0f MB) to stay under --max-output-size", folder.name, size / 1e6)
 
 
 def new_output_dir(kind: str) -> Path:
-    """A fresh folder for one request's downloads; folders older than a few hours are removed."""
+    """A fresh folder for one request's downloads; old folders are removed first (by age, then by total size)."""
     _OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
     with _cleanup_lock:
-        now = time.time()
-        for old in _OUTPUT_ROOT.iterdir():
-            try:
-                if now - old.stat().st_mtime > _OUTPUT_MAX_AGE_S:
-                    shutil.rmtree(old, ignore_errors=True)
-            except FileNotFoundError:
-                pass
+        _clean_outputs(time.time())
     folder = _OUTPUT_ROOT / f"{kind}-{uuid.uuid4().hex[:12]}"
     folder.mkdir()
     return folder
+
+
+@contextlib.contextmanager
+def request_scratch_dir(kind: str) -> Iterator[Path]:
+    """A folder for one request's intermediate files (unpacked zips), removed when the request ends, whether it
+    succeeds or fails; it counts towards ``max_output_mb`` meanwhile."""
+    folder = new_output_dir(f"scratch-{kind}")
+    with _cleanup_lock:
+        _folders_in_use.add(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        with _cleanup_lock:
+            _folders_in_use.discard(folder)
 
 
 def check_file_size(path: str | os.PathLike) -> None:
