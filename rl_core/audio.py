@@ -54,6 +54,12 @@ class AudioInfo:
 
 
 def _bad_file(path: Path, reason: str) -> AudioDecodeError:
+    # decoders quote the full path (libsndfile: "Error opening '/tmp/gradio/<hash>/x.wav'"): a web user must see
+    # only the name of the file they gave, never the server's folders
+    for folder in {str(path.parent), str(path.resolve().parent)}:
+        reason = reason.replace(folder + "/", "")
+    if reason.endswith(": ") or not reason:  # audioread's NoBackendError carries no text
+        reason = "no decoder recognises its content"
     return AudioDecodeError(
         f"{path.name}: cannot decode audio ({reason}). The file may be truncated or not really a "
         f"{path.suffix.lstrip('.').upper() or 'audio'} file; re-export it as WAV or FLAC and try again."

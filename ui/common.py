@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -67,14 +68,24 @@ class UserFacingError(RLCoreError):
     """Bad input to the web app (too many files, unsafe zip ...): shown as a message, never a traceback."""
 
 
+def hide_server_paths(text: str) -> str:
+    """``text`` with every path inside the server's folders (Gradio's uploads, the output folders, the temporary
+    folder, the app's own folder, the home folder) shortened to its last part: the name the user knows."""
+    roots = {tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", ""), str(REPO_DIR), os.path.expanduser("~")}
+    roots = sorted((r.rstrip("/") for r in roots if r and r.rstrip("/")), key=len, reverse=True)
+    pattern = "(?:" + "|".join(re.escape(r) for r in roots) + r")(?:/[^\s'\"/]*)*"
+    return re.sub(pattern, lambda m: Path(m.group()).name, text)
+
+
 def describe_error(exc: BaseException, what: str | None = None) -> str:
-    """One readable sentence for the user; unexpected errors are logged with their traceback."""
+    """One readable sentence for the user, without server paths; unexpected errors are logged with their
+    traceback."""
     text = str(exc)
     prefix = f"{what}: " if what and what not in text else ""
     if isinstance(exc, RLCoreError):
-        return prefix + str(exc)
+        return hide_server_paths(prefix + text)
     log.exception("unexpected error%s", f" ({what})" if what else "")
-    return f"{prefix}unexpected {type(exc).__name__}: {exc}"
+    return hide_server_paths(f"{prefix}unexpected {type(exc).__name__}: {exc}")
 
 
 def display_name(path: str | os.PathLike) -> str:
