@@ -45,6 +45,9 @@ class Settings:
     max_total_mb: float = 2000.0
     #: disk that the output folders (downloads, unpacked zips) may use together; the oldest go first
     max_output_mb: float = 5000.0
+    #: model requests handled at once; each model still runs as many calls as it allows (model_slot)
+    model_workers: int = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                             (os.cpu_count() or 1))
 
 
 SETTINGS = Settings()
@@ -60,12 +63,63 @@ def configure(**values: Any) -> Settings:
 
 
 def model_concurrency_id() -> str:
-    """Every model event uses this id, so they share one slot per device (one model run at a time)."""
+    """Every model event uses this id: together they handle at most ``model_workers`` requests at once, and
+    ``model_slot`` decides which model runs may overlap."""
     return f"model-{SETTINGS.device}"
 
 
 class UserFacingError(RLCoreError):
     """Bad input to the web app (too many files, unsafe zip ...): shown as a message, never a traceback."""
+
+
+class RequestCancelled(UserFacingError):
+    """The client that asked for this work has gone; the work stops at its next progress report."""
+
+
+def client_disconnected() -> bool:
+    """True inside a queued Gradio event whose client has disconnected (closed tab, dropped connection).
+
+    Gradio 6 marks such an event not ``alive`` but lets its handler run on; it offers no public hook, so this
+    reads the queue's record of the running event (tests/test_hardening_app.py checks it still works)."""
+    from gradio.context import LocalContext
+
+    blocks = LocalContext.blocks.get(None)
+    event_id = LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or not event_id:
+        return False
+    for job in list(getattr(queue, "active_jobs", [])):
+        for event in job or ():
+            if getattr(event, "_id", None) == event_id:
+                return not getattr(event, "alive", True)
+    return False
+
+
+def stop_if_client_gone() -> None:
+    if client_disconnected():
+        log.info("the client of this request disconnected: its work stops here")
+        raise RequestCancelled("stopped: the client disconnected")
+
+
+_slot_lock = threading.Lock()
+_slots: dict[Any, threading.Semaphore] = {}
+
+
+@contextlib.contextmanager
+def model_slot(model: Any) -> Iterator[None]:
+    """Hold a turn to run ``model``: torch models run one at a time per device, while a model that serves
+    several calls at once (``max_concurrent_calls``, e.g. BirdNET with one interpreter per core) gets that many
+    turns. While waiting, a request whose client has gone gives up."""
+    calls = max(1, int(getattr(model, "max_concurrent_calls", 1)))
+    key = ("model", id(model)) if calls > 1 else ("device", str(getattr(model, "device", SETTINGS.device)))
+    with _slot_lock:
+        slot = _slots.setdefault(key, threading.Semaphore(calls))
+    while not slot.acquire(timeout=0.5):
+        stop_if_client_gone()
+    try:
+        yield
+    finally:
+        slot.release()
 
 
 def hide_server_paths(text: str) -> str:
@@ -277,6 +331,7 @@ def progress_adapter(progress: Any) -> ProgressFn:
         return lambda fraction, message: None
 
     def report(fraction: float, message: str = "") -> None:
+        stop_if_client_gone()  # long work reports progress often: the place to notice a client that left
         try:
             progress(min(max(float(fraction), 0.0), 1.0), desc=message)
         except TypeError:  # a plain callable(fraction, message)

@@ -28,6 +28,7 @@ from rl_core.csv_safety import spreadsheet_safe
 from ui.common import (
     EXAMPLES_DIR,
     SETTINGS,
+    RequestCancelled,
     UserFacingError,
     check_file_size,
     default_model,
@@ -36,6 +37,7 @@ from ui.common import (
     get_model,
     model_choices,
     model_concurrency_id,
+    model_slot,
     new_output_dir,
     progress_adapter,
     release_memory,
@@ -281,8 +283,11 @@ def _build_map(files, zip_file, labels_csv, use_examples, model_name, layer, poo
         step(0.0)
         try:
             check_file_size(item.path)
-            vectors.append(file_embedding(model, item.path, layer=layer, pooling=pooling, progress=step))
+            with model_slot(model):
+                vectors.append(file_embedding(model, item.path, layer=layer, pooling=pooling, progress=step))
             kept.append(item)
+        except RequestCancelled:
+            raise
         except Exception as exc:  # noqa: BLE001 - named, the rest go on
             errors.append(describe_error(exc, item.name))
     if len(kept) < 2:
@@ -379,7 +384,7 @@ def build() -> None:
         [files, zip_file, labels_csv, use_examples, model, layer, pooling, method, n_neighbors, min_dist, metric,
          perplexity],
         [status, plot, points, downloads],
-        api_name="embedding_map", concurrency_id=model_concurrency_id(), concurrency_limit=1,
+        api_name="embedding_map", concurrency_id=model_concurrency_id(), concurrency_limit=SETTINGS.model_workers,
     )
     # layers are listed from the architecture on the meta device: no weights, no need for the model slot
     model.change(on_model_change, model, layer, api_visibility="private", queue=False)

@@ -17,6 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ui.common import (
+    SETTINGS,
+    RequestCancelled,
     check_file_size,
     default_model,
     describe_error,
@@ -25,6 +27,7 @@ from ui.common import (
     get_model,
     model_choices,
     model_concurrency_id,
+    model_slot,
     new_output_dir,
     progress_adapter,
     release_memory,
@@ -162,10 +165,13 @@ def analyse(
 
         try:
             check_file_size(path)
-            result = run_file(model, path, want_scores=True, want_embeddings=True, progress=file_progress)
+            with model_slot(model):
+                result = run_file(model, path, want_scores=True, want_embeddings=True, progress=file_progress)
             has_scores = result.scores is not None
             spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.png", title=name)
             audio, caption = playable_audio(path, out)
+        except RequestCancelled:
+            raise
         except Exception as exc:  # noqa: BLE001 - reported by name, the other files go on
             analysis.errors.append(describe_error(exc, name))
             continue
@@ -280,7 +286,7 @@ def build() -> None:
     run.click(
         on_run, [files, example, model, top_k],
         [status, summary, pick, species, timeline, spectrogram, audio, downloads, views],
-        api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=1,
+        api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=SETTINGS.model_workers,
     )
     pick.change(on_pick_file, [pick, views], [species, timeline, spectrogram, audio], api_visibility="private",
                 queue=False)
