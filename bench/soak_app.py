@@ -3,7 +3,7 @@ without bound.
 
 Run from the repository root:  python bench/soak_app.py [--minutes 4] [--clients 8]
 Each client loops over /predict (a 10-s clip), /embedding_map (a zip of 4 songs, PCA) and, every fifth turn, a
-broken upload and a dropped request (a client that goes away mid-job). The app runs with its own temporary
+broken upload and a request cancelled mid-job (gradio_client cancel). The app runs with its own temporary
 folder (TMPDIR), so the disk figures are those of its folders alone: Gradio's uploads and cache, the output
 folders and unpacked zips. Prints the server's RSS and that disk use before, during (per minute) and after.
 """
@@ -71,8 +71,9 @@ def main() -> None:
         server = psutil.Process(app.proc.pid)
         warm = Client(app.url, verbose=False)
         warm.predict([handle_file(str(clip))], "", MODEL, 5, api_name="/predict")
-        warm.predict(None, str(songs), None, False, MODEL, "last_layer", "mean", "PCA", 15, 0.1, "euclidean", 30,
-                     api_name="/embedding_map")
+        map_args = (None, handle_file(str(songs)), None, False, MODEL, "last_layer", "mean", "PCA", 15, 0.1,
+                    "euclidean", 30)
+        warm.predict(*map_args, api_name="/embedding_map")
         rss_start, disk_start = server_rss_mb(server), folder_mb(app_tmp)
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.clients} clients for "
               f"{args.minutes:g} min; after warm-up: server RSS {rss_start:.0f} MB, app folders {disk_start:.1f} MB")
@@ -95,8 +96,7 @@ def main() -> None:
                         job.cancel()
                         kind = "dropped"
                     elif turn % 2 == 0:
-                        client.predict(None, str(songs), None, False, MODEL, "last_layer", "mean", "PCA", 15, 0.1,
-                                       "euclidean", 30, api_name="/embedding_map")
+                        client.predict(*map_args, api_name="/embedding_map")
                         kind = "map"
                     else:
                         status, *_ = client.predict([handle_file(str(clip))], "", MODEL, 5, api_name="/predict")

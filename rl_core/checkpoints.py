@@ -230,7 +230,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"({detail}). Save plain tensors instead (safetensors or torch.save(model.state_dict()))."
         ) from None
     except Exception as err:  # noqa: BLE001 - torch's reader fails on garbage with any type (IndexError, KeyError ...)
-        raise _not_a_checkpoint(path, f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}") from None
+        first_line = str(err).splitlines()[0][:200] if str(err) else ""
+        raise _not_a_checkpoint(path, f"{type(err).__name__}: {first_line}") from None
     for wrapper_key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper_key), dict):
             obj = obj[wrapper_key]

@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add_run_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="registry name, e.g. birdnet_v2_4")
         p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
-        p.add_argument("--hop", type=_number(float, 0, low_open=True), default=None, help="seconds between windows (default: window length)")
+        p.add_argument("--hop", type=_number(float, 0, low_open=True), default=None,
+                       help="seconds between windows (default: window length)")
         p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
 
     predict = sub.add_parser("predict", help="top-k classes per window as CSV")
@@ -122,9 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=_number(int, 1), default=5, help="classes per window (at least 1)")
     predict.add_argument("--min-score", type=_number(float, 0.0, 1.0), default=0.0, help="drop scores below (0-1)")
     predict.add_argument("--csv", help="write the CSV here instead of stdout")
-    predict.add_argument("--lat", type=_number(float, -90.0, 90.0), help="BirdNET location filter: latitude of the recording site")
+    predict.add_argument("--lat", type=_number(float, -90.0, 90.0),
+                         help="BirdNET location filter: latitude of the recording site")
     predict.add_argument("--lon", type=_number(float, -180.0, 180.0), help="BirdNET location filter: longitude")
-    predict.add_argument("--week", type=_number(int, 1, 48), help="BirdNET location filter: week of year, 1-48 (4 per month)")
+    predict.add_argument("--week", type=_number(int, 1, 48),
+                         help="BirdNET location filter: week of year, 1-48 (4 per month)")
     predict.set_defaults(func=cmd_predict)
 
     embed = sub.add_parser("embed", help="one pooled embedding per file, saved as .npz")
