@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--max-output-size", default="300MB", help="the app's --max-output-size for the run")
+    parser.add_argument("--max-output-size", default="20MB", help="the app's --max-output-size for the run")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
@@ -64,7 +64,7 @@ def main() -> None:
     app = RunningApp("--preload", MODEL, "--no-warmup", "--max-output-size", args.max_output_size,
                      log_path=work / "app.log")
     del os.environ["TMPDIR"]
-    counts = {"predict": 0, "map": 0, "broken": 0, "dropped": 0, "failed": 0}
+    counts = {"predict": 0, "map": 0, "broken+cancelled": 0, "failed": 0}
     lock = threading.Lock()
     try:
         app.wait_ready()
@@ -94,7 +94,7 @@ def main() -> None:
                                                                     api_name="/predict")
                         time.sleep(1.0)
                         job.cancel()
-                        kind = "dropped"
+                        kind = "broken+cancelled"
                     elif turn % 2 == 0:
                         client.predict(*map_args, api_name="/embedding_map")
                         kind = "map"
@@ -116,7 +116,8 @@ def main() -> None:
             if time.time() >= next_report:
                 next_report += 60
                 print(f"  {time.strftime('%H:%M:%S')}: RSS {server_rss_mb(server):.0f} MB, app folders "
-                      f"{folder_mb(app_tmp):.1f} MB, done {dict(counts)}", flush=True)
+                      f"{folder_mb(app_tmp):.1f} MB (outputs {folder_mb(app_tmp / 'rl_app_outputs'):.1f} MB, "
+                      f"Gradio {folder_mb(app_tmp / 'gradio'):.1f} MB), done {dict(counts)}", flush=True)
         for t in threads:
             t.join(timeout=120)
         time.sleep(5)
@@ -127,7 +128,8 @@ def main() -> None:
         print(f"server RSS: {rss_start:.0f} MB after warm-up -> {rss_end:.0f} MB after the soak "
               f"({rss_end - rss_start:+.0f} MB)")
         print(f"app folders: {disk_start:.1f} MB -> {disk_end:.1f} MB ({disk_end - disk_start:+.1f} MB; outputs "
-              f"{folder_mb(outputs):.1f} MB, bound {args.max_output_size}); unpacked-zip folders left: {len(scratch)}")
+              f"{folder_mb(outputs):.1f} MB, bound {args.max_output_size}; Gradio uploads and cache "
+              f"{folder_mb(app_tmp / 'gradio'):.1f} MB); unpacked-zip folders left: {len(scratch)}")
         print(f"tracebacks in the server log: {app.output().count('Traceback')}")
     finally:
         app.stop()
