@@ -204,7 +204,8 @@ class BirdNET(ModelBase):
         return True  # the head is part of the TFLite graph
 
     def memory_bytes(self) -> int:
-        return self.model_path.stat().st_size
+        """The model file once per interpreter made so far (XNNPACK packs its own copy of the weights)."""
+        return self.model_path.stat().st_size * max(1, self._created)
 
     def get_embedding_dim(self) -> int:
         return EMBEDDING_DIM
