@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="longest recording analysed per file (default 14400 s = 4 h)")
     parser.add_argument("--max-windows", type=int, default=20_000, metavar="N",
                         help="most analysis windows per recording (default 20000)")
+    parser.add_argument("--max-output-size", type=parse_size_mb, default=5000.0, metavar="SIZE",
+                        help="disk the output folders (downloads, unpacked zips) may use together; the oldest are "
+                             "removed first (default 5GB)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="model requests served at once (default: one per CPU core); BirdNET runs that many "
+                             "at once, other models one at a time per device")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip compiling UMAP in the background after start (the first map then takes ~20 s more)")
     parser.add_argument("--leaderboard-dir", default=None, help="leaderboard data folder (default: leaderboard_data/)")
@@ -105,7 +111,12 @@ def main(argv: list[str] | None = None) -> None:
 
     limit_malloc_arenas()
     configure(device=args.device, max_file_size_mb=args.max_file_size, max_files=args.max_files,
-              max_total_mb=args.max_total_size, max_duration_s=args.max_duration, max_windows=args.max_windows)
+              max_total_mb=args.max_total_size, max_duration_s=args.max_duration, max_windows=args.max_windows,
+              max_output_mb=args.max_output_size)
+    if args.workers is not None:
+        if args.workers < 1:
+            raise SystemExit(f"--workers must be at least 1, got {args.workers}")
+        configure(model_workers=args.workers)
     for name in args.preload:
         log.info("preloading %s on %s", name, args.device)
         try:

@@ -33,6 +33,7 @@ import soundfile as sf
 
 from rl_core.errors import (
     AudioDecodeError,
+    AudioError,
     AudioFileNotFoundError,
     EmptyAudioError,
     InvalidAudioValuesError,
@@ -83,6 +84,12 @@ class AudioInfo:
 
 
 def _bad_file(path: Path, reason: str) -> AudioDecodeError:
+    # decoders quote the full path (libsndfile: "Error opening '/tmp/gradio/<hash>/x.wav'"): a web user must see
+    # only the name of the file they gave, never the server's folders
+    for folder in {str(path.parent), str(path.resolve().parent)}:
+        reason = reason.replace(folder + "/", "")
+    if reason.endswith(": ") or not reason:  # audioread's NoBackendError carries no text
+        reason = "no decoder recognises its content"
     return AudioDecodeError(
         f"{path.name}: cannot decode audio ({reason}). The file may be truncated or not really a "
         f"{path.suffix.lstrip('.').upper() or 'audio'} file; re-export it as WAV or FLAC and try again."
@@ -92,6 +99,8 @@ def _bad_file(path: Path, reason: str) -> AudioDecodeError:
 def _check_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a directory, /dev/zero, a pipe: there, but not a recording
+            raise AudioError(f"{path}: not a regular file (a folder or a device); give an audio file")
         raise AudioFileNotFoundError(f"{path}: file not found")
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise UnsupportedAudioFormatError(

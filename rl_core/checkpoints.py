@@ -29,6 +29,7 @@ from rl_core.errors import (
     CheckpointNotAvailableError,
     ChecksumMismatchError,
     MissingDependencyError,
+    NotACheckpointError,
     UnsafeCheckpointError,
 )
 
@@ -276,8 +277,22 @@ def resolve_checkpoint(
     return path
 
 
+#: first bytes of the files torch.save writes: a zip archive (since torch 1.6) or a pickle (protocol 2+)
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _not_a_checkpoint(path: Path, what: str) -> NotACheckpointError:
+    return NotACheckpointError(
+        f"{path.name} is not a checkpoint ({what}); give a .safetensors file or a file written by "
+        f"torch.save(model.state_dict())"
+    )
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read weights from a .safetensors file or a weights-only torch file (never arbitrary pickles)."""
+    """Read weights from a .safetensors file or a weights-only torch file (never arbitrary pickles).
+
+    Anything else (a text file, a script, a truncated archive) raises :class:`NotACheckpointError`.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -286,20 +301,35 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from None
+            raise NotACheckpointError(f"{path.name} is not a valid safetensors file: {err}") from None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise CheckpointError(f"{path.name} cannot be read: {err.strerror or err}") from None
+    # torch.load would hand any bytes to the unpickler, which fails with IndexError, KeyError or an
+    # "unsafe pickle" message on a plain text file: check the format first.
+    if not head.startswith(_TORCH_MAGIC):
+        raise _not_a_checkpoint(path, "neither a torch.save archive nor a safetensors file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's message is a paragraph; the line naming the refused object or opcode is the useful part
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")[:200]
+        if "GLOBAL" not in detail:
+            raise _not_a_checkpoint(path, f"unreadable pickle: {detail}") from None
         raise UnsafeCheckpointError(
-            f"refused to load {path}: it contains Python objects that would run code when unpickled "
-            f"({str(err).splitlines()[0][:200]}). Save plain tensors instead (safetensors or torch.save(model.state_dict()))."
+            f"refused to load {path.name}: it contains Python objects that would run code when unpickled "
+            f"({detail}). Save plain tensors instead (safetensors or torch.save(model.state_dict()))."
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from None
+    except Exception as err:  # noqa: BLE001 - torch's reader fails on garbage with any type (IndexError, KeyError ...)
+        first_line = str(err).splitlines()[0][:200] if str(err) else ""
+        raise _not_a_checkpoint(path, f"{type(err).__name__}: {first_line}") from None
     for wrapper_key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper_key), dict):
             obj = obj[wrapper_key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+        raise _not_a_checkpoint(path, "it does not hold a state_dict, a mapping of names to tensors")
     return obj

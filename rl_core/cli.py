@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -55,7 +56,8 @@ def _run_files(args: argparse.Namespace, want_scores: bool):
                                              limits=limits, keep_top=keep_top))
         except RLCoreError as err:
             failures += 1
-            print(f"error: {file}: {err}", file=sys.stderr)
+            named = str(err).startswith((str(file), Path(file).name))  # rl_core's messages begin with the file
+            print(f"error: {err}" if named else f"error: {file}: {err}", file=sys.stderr)
             if args.debug:
                 raise
     return results, failures
@@ -86,6 +88,24 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 1 if failures or not results else 0
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse type: ``kind`` within [low, high] (``low_open``: above low), so bad values get argparse's
+    one-line usage error instead of a traceback or a silent empty result."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) or (
+                high is not None and value > high):
+            if low_open and high is None:
+                raise argparse.ArgumentTypeError(f"must be above {low:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}" if high is not None
+                                             else f"must be at least {low:g}, got {text}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rl_core.inference import AnalysisLimits
 
@@ -101,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add_run_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="registry name, e.g. birdnet_v2_4")
         p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
-        p.add_argument("--hop", type=float, default=None, help="seconds between windows (default: window length)")
+        p.add_argument("--hop", type=_number(float, 0, low_open=True), default=None,
+                       help="seconds between windows (default: window length)")
         p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
         p.add_argument("--max-duration", type=float, default=AnalysisLimits.max_duration_s, metavar="SECONDS",
                        help="longest recording analysed (default: %(default)g s)")
@@ -110,12 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="top-k classes per window as CSV")
     add_run_args(predict)
-    predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument("--min-score", type=float, default=0.0)
+    predict.add_argument("--top-k", type=_number(int, 1), default=5, help="classes per window (at least 1)")
+    predict.add_argument("--min-score", type=_number(float, 0.0, 1.0), default=0.0, help="drop scores below (0-1)")
     predict.add_argument("--csv", help="write the CSV here instead of stdout")
-    predict.add_argument("--lat", type=float, help="BirdNET location filter: latitude of the recording site")
-    predict.add_argument("--lon", type=float, help="BirdNET location filter: longitude")
-    predict.add_argument("--week", type=int, help="BirdNET location filter: week of year, 1-48 (4 per month)")
+    predict.add_argument("--lat", type=_number(float, -90.0, 90.0),
+                         help="BirdNET location filter: latitude of the recording site")
+    predict.add_argument("--lon", type=_number(float, -180.0, 180.0), help="BirdNET location filter: longitude")
+    predict.add_argument("--week", type=_number(int, 1, 48),
+                         help="BirdNET location filter: week of year, 1-48 (4 per month)")
     predict.set_defaults(func=cmd_predict)
 
     embed = sub.add_parser("embed", help="window embeddings of each file, saved as .npz (layout: README)")
@@ -148,3 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug or an unforeseen input: still one line, traceback with --debug
+        if args.debug:
+            raise
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: unexpected {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 2

@@ -73,6 +73,10 @@ class CheckpointNotAvailableError(CheckpointError):
     """The checkpoint is not on this machine and cannot be downloaded (offline, 404, ...)."""
 
 
+class NotACheckpointError(CheckpointError):
+    """The file is not a weights file at all (a text file, a script, another format)."""
+
+
 class UnsafeCheckpointError(CheckpointError):
     """The checkpoint would execute code when unpickled; it was refused."""
 

@@ -25,6 +25,7 @@ import torch
 
 from rl_core.atomic import atomic_write
 from rl_core.audio import AudioInfo, audio_info, count_windows, iter_windows, windows_of_array
+from rl_core.csv_safety import spreadsheet_safe
 from rl_core.errors import (
     ConfigError,
     InvalidAudioValuesError,
@@ -405,7 +406,7 @@ def predictions_csv(results: Iterable[RecordingResult], k: int = 5, min_score: f
     """The predictions of several files as one CSV (columns ``PREDICTION_COLUMNS``)."""
     tables = [r.top_k_table(k, min_score) for r in results]
     frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=PREDICTION_COLUMNS)
-    return frame.to_csv(index=False)
+    return spreadsheet_safe(frame).to_csv(index=False)
 
 
 def raven_selection_table(result: RecordingResult, k: int = 1, min_score: float = 0.1) -> str:

@@ -169,3 +169,50 @@ def test_scores_match_the_official_package_at_44k_32k_and_22k(birdnet):
             ours = result.scores[w, [result.labels.index(n) for n in names]]
             np.testing.assert_allclose(ours, scores, atol=1e-3, err_msg=f"{path.name}, window {w}")
     assert rates == {44100, 32000, 22050}
+
+
+def test_concurrent_calls_each_get_an_interpreter(great_tits):
+    """Issue 16 (under load): one model object serves `workers` calls at once, one LiteRT interpreter each,
+    with the same results as one call at a time; interpreters are made only when calls overlap."""
+    import contextlib
+    import threading
+
+    from rl_core.audio import load_audio
+    from rl_core.models.birdnet import BirdNET
+
+    model = BirdNET(workers=2, num_threads=1)
+    assert model.max_concurrent_calls == 2 and model._created == 1
+    windows = [load_audio(r.path, 48000)[0][:144000] for r in great_tits[:4]]
+    windows = [np.pad(w, (0, 144000 - w.shape[0]))[None, :] for w in windows]
+    expected = [model.embed_and_score(w) for w in windows]
+    assert model._created == 1  # one caller at a time: one interpreter
+    start, results, inside, peak = threading.Barrier(4), {}, [0], [0]
+    original, lock = model._interpreter, threading.Lock()
+
+    def counting():  # how many calls hold an interpreter at the same moment
+        with original() as interpreter:
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            try:
+                yield interpreter
+            finally:
+                with lock:
+                    inside[0] -= 1
+
+    model._interpreter = contextlib.contextmanager(counting)
+
+    def call(i: int) -> None:
+        start.wait()
+        results[i] = [model.embed_and_score(windows[i]) for _ in range(3)]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert model._created == 2 and peak[0] == 2
+    for i, runs in results.items():
+        for embedding, scores in runs:
+            assert torch.equal(embedding, expected[i][0]) and torch.equal(scores, expected[i][1])
+    assert int(expected[0][1].argmax()) == model.label_mapping["label_to_index"]["Parus major"]

@@ -22,6 +22,7 @@ from rl_core.errors import (
     CheckpointNotAvailableError,
     ChecksumMismatchError,
     MissingDependencyError,
+    NotACheckpointError,
     UnsafeCheckpointError,
 )
 
@@ -182,3 +183,25 @@ def test_weights_only_torch_file_and_wrappers(tmp_path):
     junk.write_bytes(b"not safetensors at all")
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
         load_state_dict(junk)
+
+
+@pytest.mark.parametrize("kind", ["passwd", "text_pt", "shell_script", "plain_pickle", "broken_zip"])
+def test_garbage_is_not_a_checkpoint(tmp_path, kind):
+    """Issue 16 #7: /etc/passwd gave IndexError, a text .pt KeyError, a script 'an unsafe pickle'."""
+    import pickle
+
+    path = tmp_path / {"passwd": "passwd", "text_pt": "weights.pt", "shell_script": "run.sh",
+                       "plain_pickle": "list.pt", "broken_zip": "cut.pt"}[kind]
+    if kind == "passwd":
+        path.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    elif kind == "text_pt":
+        path.write_text("hello, these are not weights\n")
+    elif kind == "shell_script":
+        path.write_text("#!/bin/sh\nrm -rf /tmp/nothing\n")
+    elif kind == "plain_pickle":
+        path.write_bytes(pickle.dumps([1, 2, 3], protocol=4))
+    else:
+        torch.save({"a": torch.ones(3)}, path)
+        path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(NotACheckpointError, match=rf"^{path.name} is not a checkpoint \("):
+        load_state_dict(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -376,3 +378,106 @@ def test_example_assets_have_licences():
     assert sum(p.stat().st_size for p in files) < 5e6
     for path in files:
         assert path.name in text
+
+
+def test_map_coordinates_csv_escapes_formulas(tiny_layered_model, great_tits, tmp_path):
+    """Issue 16 #8: file names and labels starting with =, +, -, @ reached the map CSV unescaped."""
+    names = ["=HYPERLINK(1).wav", "+1.wav", "@SUM(A1).wav", "plain.wav"]
+    files = []
+    for name, recording in zip(names, great_tits):
+        files.append(tmp_path / name)
+        files[-1].write_bytes(recording.path.read_bytes())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n=HYPERLINK(1).wav,-2+3\n+1.wav,bird\n@SUM(A1).wav,@home\nplain.wav,bird\n")
+    result = embedding_map.build_map([str(f) for f in files], labels_csv=str(labels), model_name=tiny_layered_model,
+                                     method="PCA")
+    assert sorted(result.points["file"]) == sorted(names)  # the page shows the names as uploaded
+    coords = pd.read_csv(result.downloads[0], keep_default_na=False)
+    assert dict(zip(coords["file"], coords["label"])) == {
+        "'=HYPERLINK(1).wav": "'-2+3", "'+1.wav": "bird", "'@SUM(A1).wav": "'@home",
+        "plain.wav": "bird"}
+
+
+def _patched_zip(path: Path, first: bytes, second: bytes, kind: str) -> Path:
+    """A stored zip of two entries, then damaged in place: 'encrypted' (password flag, as `zip -e` sets it),
+    'ppmd' (compression method 98, which zipfile cannot unpack) or 'crc' (a flipped byte in the second entry)."""
+    _write_zip(path, {"a/first.wav": first, "b/second.wav": second})
+    raw = bytearray(path.read_bytes())
+    local = [i for i in range(len(raw) - 4) if raw[i:i + 4] == b"PK\x03\x04"]
+    central = [i for i in range(len(raw) - 4) if raw[i:i + 4] == b"PK\x01\x02"]
+    if kind == "encrypted":
+        raw[local[1] + 6] |= 1
+        raw[central[1] + 8] |= 1
+    elif kind == "ppmd":
+        raw[local[1] + 8:local[1] + 10] = (98).to_bytes(2, "little")
+        raw[central[1] + 10:central[1] + 12] = (98).to_bytes(2, "little")
+    else:
+        raw[local[1] + 30 + len("b/second.wav") + 1000] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("encrypted", "the zip songs.zip was refused: entry 'b/second.wav' is encrypted (password-protected); zip the "
+                  "recordings again without a password"),
+    ("ppmd", "the zip songs.zip was refused: entry 'b/second.wav' is compressed with ppmd, which this server "
+             "cannot unpack; zip it again with the usual 'deflate' compression"),
+    ("crc", "the zip songs.zip is damaged: entry 'b/second.wav' cannot be unpacked (its CRC check failed); copy or "
+            "zip it again"),
+])
+def test_unreadable_zip_entries_are_named_and_nothing_stays(great_tits, tmp_path, kind, message):
+    """Issue 16 #5: these came back as 'unexpected ...' with partly extracted files left on disk."""
+    archive = _patched_zip(tmp_path / "songs.zip", great_tits[0].path.read_bytes(), great_tits[1].path.read_bytes(),
+                           kind)
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    with pytest.raises(UserFacingError) as error:
+        embedding_map.extract_zip(archive, dest)
+    assert str(error.value) == message
+    assert list(dest.iterdir()) == []
+
+
+def test_labels_csv_with_a_huge_field_is_named(tmp_path):
+    """Issue 16 #5: a 5 MB field (above csv's field size limit) gave 'unexpected Error'."""
+    huge = tmp_path / "labels.csv"
+    huge.write_text("file,label\na.wav,bird\nb.wav," + "x" * 5_000_000 + "\n")
+    with pytest.raises(UserFacingError, match=r"^the labels CSV labels.csv could not be read at line 3 \(field larger "
+                                              r"than field limit \(131072\)\); it should hold 'file,label' rows$"):
+        embedding_map.read_labels_csv(huge)
+
+
+def test_unpacked_zip_is_removed_when_the_request_ends(great_tits, tmp_path, monkeypatch):
+    """Issue 16 #2: every map request left its unpacked zip in its output folder for 6 hours."""
+    root = tmp_path / "outputs"
+    monkeypatch.setattr(common, "_OUTPUT_ROOT", root)
+    entries = {f"{r.label}/{r.path.name}": r.path.read_bytes() for r in great_tits[:2] + great_tits[-2:]}
+    result = embedding_map.build_map(zip_file=str(_write_zip(tmp_path / "songs.zip", entries)), model_name=MODEL,
+                                     method="PCA")
+    assert len(result.points) == 4
+    assert [p.name for p in root.iterdir()] == [Path(result.downloads[0]).parent.name]  # downloads only
+    assert sorted(p.name for p in Path(result.downloads[0]).parent.iterdir()) == ["map_coordinates.csv",
+                                                                                 "map_embeddings.npz"]
+    # a failing request (one readable recording) removes its unpacked files too
+    one = {f"a/{great_tits[0].path.name}": great_tits[0].path.read_bytes(), "a/broken.wav": b"not audio"}
+    with pytest.raises(UserFacingError, match="at least 2 readable recordings"):
+        embedding_map.build_map(zip_file=str(_write_zip(tmp_path / "one.zip", one)), model_name=MODEL, method="PCA")
+    assert [p.name for p in root.iterdir()] == [Path(result.downloads[0]).parent.name]
+
+
+def test_output_folders_are_bounded_in_size_oldest_first(tmp_path, monkeypatch):
+    """Issue 16 #2: output folders could fill the disk in well under their 6-hour lifetime."""
+    root = tmp_path / "outputs"
+    monkeypatch.setattr(common, "_OUTPUT_ROOT", root)
+    common.configure(max_output_mb=2.5)
+    folders = []
+    for age_min in (50, 40, 30, 20, 1):
+        folder = common.new_output_dir("inference")
+        (folder / "embeddings.npz").write_bytes(b"\0" * 1_000_000)
+        os.utime(folder, (time.time() - 60 * age_min,) * 2)
+        folders.append(folder)
+    try:
+        newest = common.new_output_dir("map")
+    finally:
+        common.configure(max_output_mb=5000.0)
+    # 5 MB over a 2.5-MB bound: the three oldest go; the 1-minute-old folder may still be being served and stays
+    assert sorted(p for p in root.iterdir()) == sorted([folders[3], folders[4], newest])

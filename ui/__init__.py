@@ -20,7 +20,8 @@ def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
         gr.Markdown(
             "# rl_core workbench\n"
             "Species predictions, embeddings and embedding maps from bioacoustic foundation models, a model zoo "
-            f"and a leaderboard. Models run on **{SETTINGS.device}**; one model job runs at a time, others queue.",
+            f"and a leaderboard. Models run on **{SETTINGS.device}**; up to {SETTINGS.model_workers} requests are "
+            "served at once, others queue.",
             elem_id="header",
         )
         with gr.Tabs():

@@ -7,8 +7,10 @@ session.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -16,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rl_core.errors import RLCoreError
 
@@ -42,6 +44,11 @@ class Settings:
     #: per recording: longest duration analysed and most analysis windows (rl_core.inference.AnalysisLimits)
     max_duration_s: float = 4 * 3600.0
     max_windows: int = 20_000
+    #: disk that the output folders (downloads, unpacked zips) may use together; the oldest go first
+    max_output_mb: float = 5000.0
+    #: model requests handled at once; each model still runs as many calls as it allows (model_slot)
+    model_workers: int = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                             (os.cpu_count() or 1))
 
 
 SETTINGS = Settings()
@@ -64,7 +71,8 @@ def analysis_limits():
 
 
 def model_concurrency_id() -> str:
-    """Every model event uses this id, so they share one slot per device (one model run at a time)."""
+    """Every model event uses this id: together they handle at most ``model_workers`` requests at once, and
+    ``model_slot`` decides which model runs may overlap."""
     return f"model-{SETTINGS.device}"
 
 
@@ -72,14 +80,74 @@ class UserFacingError(RLCoreError):
     """Bad input to the web app (too many files, unsafe zip ...): shown as a message, never a traceback."""
 
 
+class RequestCancelled(UserFacingError):
+    """The client that asked for this work has gone; the work stops at its next progress report."""
+
+
+def client_disconnected() -> bool:
+    """True inside a queued Gradio event whose client has disconnected (closed tab, dropped connection).
+
+    Gradio 6 marks such an event not ``alive`` but lets its handler run on; it offers no public hook, so this
+    reads the queue's record of the running event (tests/test_hardening_app.py checks it still works)."""
+    from gradio.context import LocalContext
+
+    blocks = LocalContext.blocks.get(None)
+    event_id = LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or not event_id:
+        return False
+    for job in list(getattr(queue, "active_jobs", [])):
+        for event in job or ():
+            if getattr(event, "_id", None) == event_id:
+                return not getattr(event, "alive", True)
+    return False
+
+
+def stop_if_client_gone() -> None:
+    if client_disconnected():
+        log.info("the client of this request disconnected: its work stops here")
+        raise RequestCancelled("stopped: the client disconnected")
+
+
+_slot_lock = threading.Lock()
+_slots: dict[Any, threading.Semaphore] = {}
+
+
+@contextlib.contextmanager
+def model_slot(model: Any) -> Iterator[None]:
+    """Hold a turn to run ``model``: torch models run one at a time per device, while a model that serves
+    several calls at once (``max_concurrent_calls``, e.g. BirdNET with one interpreter per core) gets that many
+    turns. While waiting, a request whose client has gone gives up."""
+    calls = max(1, int(getattr(model, "max_concurrent_calls", 1)))
+    key = ("model", id(model)) if calls > 1 else ("device", str(getattr(model, "device", SETTINGS.device)))
+    with _slot_lock:
+        slot = _slots.setdefault(key, threading.Semaphore(calls))
+    while not slot.acquire(timeout=0.5):
+        stop_if_client_gone()
+    try:
+        yield
+    finally:
+        slot.release()
+
+
+def hide_server_paths(text: str) -> str:
+    """``text`` with every path inside the server's folders (Gradio's uploads, the output folders, the temporary
+    folder, the app's own folder, the home folder) shortened to its last part: the name the user knows."""
+    roots = {tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", ""), str(REPO_DIR), os.path.expanduser("~")}
+    roots = sorted((r.rstrip("/") for r in roots if r and r.rstrip("/")), key=len, reverse=True)
+    pattern = "(?:" + "|".join(re.escape(r) for r in roots) + r")(?:/[^\s'\"/]*)*"
+    return re.sub(pattern, lambda m: Path(m.group()).name, text)
+
+
 def describe_error(exc: BaseException, what: str | None = None) -> str:
-    """One readable sentence for the user; unexpected errors are logged with their traceback."""
+    """One readable sentence for the user, without server paths; unexpected errors are logged with their
+    traceback."""
     text = str(exc)
     prefix = f"{what}: " if what and what not in text else ""
     if isinstance(exc, RLCoreError):
-        return prefix + str(exc)
+        return hide_server_paths(prefix + text)
     log.exception("unexpected error%s", f" ({what})" if what else "")
-    return f"{prefix}unexpected {type(exc).__name__}: {exc}"
+    return hide_server_paths(f"{prefix}unexpected {type(exc).__name__}: {exc}")
 
 
 def display_name(path: str | os.PathLike) -> str:
@@ -90,23 +158,75 @@ def display_name(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- output folders
 _OUTPUT_ROOT = Path(tempfile.gettempdir()) / "rl_app_outputs"
 _OUTPUT_MAX_AGE_S = 6 * 3600
+#: a folder this young may still be in use (Gradio copies a response's files into its cache after the handler)
+_OUTPUT_GRACE_S = 120
 _cleanup_lock = threading.Lock()
+_folders_in_use: set[Path] = set()
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
+def _clean_outputs(now: float) -> None:
+    """Remove folders older than a few hours, then the oldest until all fit in ``max_output_mb``
+    (folders of running requests and very young ones stay)."""
+    folders = []
+    for folder in _OUTPUT_ROOT.iterdir():
+        try:
+            folders.append((folder.stat().st_mtime, folder))
+        except FileNotFoundError:
+            pass
+    folders.sort()
+    kept = []
+    for mtime, folder in folders:
+        if folder in _folders_in_use:
+            kept.append((folder, _folder_bytes(folder), False))
+        elif now - mtime > _OUTPUT_MAX_AGE_S:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            kept.append((folder, _folder_bytes(folder), now - mtime > _OUTPUT_GRACE_S))
+    total = sum(size for _, size, _ in kept)
+    limit = SETTINGS.max_output_mb * 1e6
+    for folder, size, removable in kept:  # oldest first
+        if total <= limit:
+            break
+        if removable:
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
+            log.info("removed output folder %s (%.0f MB) to stay under --max-output-size", folder.name, size / 1e6)
 
 
 def new_output_dir(kind: str) -> Path:
-    """A fresh folder for one request's downloads; folders older than a few hours are removed."""
+    """A fresh folder for one request's downloads; old folders are removed first (by age, then by total size)."""
     _OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
     with _cleanup_lock:
-        now = time.time()
-        for old in _OUTPUT_ROOT.iterdir():
-            try:
-                if now - old.stat().st_mtime > _OUTPUT_MAX_AGE_S:
-                    shutil.rmtree(old, ignore_errors=True)
-            except FileNotFoundError:
-                pass
+        _clean_outputs(time.time())
     folder = _OUTPUT_ROOT / f"{kind}-{uuid.uuid4().hex[:12]}"
     folder.mkdir()
     return folder
+
+
+@contextlib.contextmanager
+def request_scratch_dir(kind: str) -> Iterator[Path]:
+    """A folder for one request's intermediate files (unpacked zips), removed when the request ends, whether it
+    succeeds or fails; it counts towards ``max_output_mb`` meanwhile."""
+    folder = new_output_dir(f"scratch-{kind}")
+    with _cleanup_lock:
+        _folders_in_use.add(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        with _cleanup_lock:
+            _folders_in_use.discard(folder)
 
 
 def check_file_size(path: str | os.PathLike) -> None:
@@ -195,6 +315,7 @@ def progress_adapter(progress: Any) -> ProgressFn:
         return lambda fraction, message: None
 
     def report(fraction: float, message: str = "") -> None:
+        stop_if_client_gone()  # long work reports progress often: the place to notice a client that left
         try:
             progress(min(max(float(fraction), 0.0), 1.0), desc=message)
         except TypeError:  # a plain callable(fraction, message)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import lzma
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -22,9 +24,11 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from rl_core.csv_safety import spreadsheet_safe
 from ui.common import (
     EXAMPLES_DIR,
     SETTINGS,
+    RequestCancelled,
     UserFacingError,
     analysis_limits,
     check_file_size,
@@ -34,9 +38,11 @@ from ui.common import (
     get_model,
     model_choices,
     model_concurrency_id,
+    model_slot,
     model_validator,
     new_output_dir,
     progress_adapter,
+    request_scratch_dir,
 )
 from ui.malloc import release_memory
 
@@ -84,14 +90,32 @@ def safe_member_path(name: str) -> PurePosixPath:
     return path
 
 
+def _check_member_readable(zip_name: str, info: zipfile.ZipInfo) -> None:
+    """Refuse entries that zipfile cannot unpack, before anything is written."""
+    if info.flag_bits & 0x1:
+        raise UserFacingError(f"the zip {zip_name} was refused: entry '{info.filename}' is encrypted (password-"
+                              f"protected); zip the recordings again without a password")
+    if info.compress_type not in _READABLE_COMPRESSION:
+        method = zipfile.compressor_names.get(info.compress_type, f"method {info.compress_type}")
+        raise UserFacingError(f"the zip {zip_name} was refused: entry '{info.filename}' is compressed with "
+                              f"{method}, which this server cannot unpack; zip it again with the usual "
+                              f"'deflate' compression")
+
+
+_READABLE_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
 def extract_zip(zip_path: str | Path, dest: Path) -> list[Item]:
-    """Audio entries of a zip, written under ``dest``, labelled by their folder; limits checked first."""
+    """Audio entries of a zip, written under ``dest``, labelled by their folder; limits checked first.
+
+    On any error the files already written are removed."""
     limit_bytes = SETTINGS.max_total_mb * 1e6
     exts = _audio_extensions()
+    zip_name = display_name(zip_path)
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UserFacingError(f"{display_name(zip_path)} is not a readable zip file ({exc})") from None
+        raise UserFacingError(f"{zip_name} is not a readable zip file ({exc})") from None
     with archive:
         members = []
         for info in archive.infolist():
@@ -99,29 +123,42 @@ def extract_zip(zip_path: str | Path, dest: Path) -> list[Item]:
             if info.is_dir() or path.name.startswith(".") or "__MACOSX" in path.parts:
                 continue
             if path.suffix.lower() in exts:
+                _check_member_readable(zip_name, info)
                 members.append((info, path))
         if not members:
-            raise UserFacingError(f"{display_name(zip_path)} holds no audio files ({', '.join(sorted(exts))})")
+            raise UserFacingError(f"{zip_name} holds no audio files ({', '.join(sorted(exts))})")
         if len(members) > SETTINGS.max_files:
-            raise UserFacingError(f"{display_name(zip_path)} holds {len(members)} recordings; this server takes "
+            raise UserFacingError(f"{zip_name} holds {len(members)} recordings; this server takes "
                                   f"at most {SETTINGS.max_files} per map")
         declared = sum(info.file_size for info, _ in members)
         if declared > limit_bytes:
-            raise UserFacingError(f"{display_name(zip_path)} unpacks to {declared / 1e6:.0f} MB; this server takes "
+            raise UserFacingError(f"{zip_name} unpacks to {declared / 1e6:.0f} MB; this server takes "
                                   f"at most {SETTINGS.max_total_mb:g} MB per map")
         items, written = [], 0
-        for index, (info, path) in enumerate(members):
-            target = dest / f"{index:05d}_{path.name}"
-            with archive.open(info) as src, open(target, "wb") as out:
-                # count real bytes: a forged header must not let a bomb through
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > limit_bytes:
-                        raise UserFacingError(f"{display_name(zip_path)} unpacks to more than "
-                                              f"{SETTINGS.max_total_mb:g} MB; refused")
-                    out.write(chunk)
-            label = path.parent.name if len(path.parts) > 1 else UNLABELLED
-            items.append(Item(target, str(path), label))
+        try:
+            for index, (info, path) in enumerate(members):
+                target = dest / f"{index:05d}_{path.name}"
+                items.append(Item(target, str(path), path.parent.name if len(path.parts) > 1 else UNLABELLED))
+                with archive.open(info) as src, open(target, "wb") as out:
+                    # count real bytes: a forged header must not let a bomb through
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > limit_bytes:
+                            raise UserFacingError(f"{zip_name} unpacks to more than "
+                                                  f"{SETTINGS.max_total_mb:g} MB; refused")
+                        out.write(chunk)
+        except BaseException as exc:
+            for item in items:  # nothing half-unpacked stays on disk
+                item.path.unlink(missing_ok=True)
+            entry = items[-1].name if items else "?"
+            if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError, lzma.LZMAError, NotImplementedError)):
+                reason = "its CRC check failed" if "CRC" in str(exc) else f"{type(exc).__name__}: {exc}"
+                raise UserFacingError(f"the zip {zip_name} is damaged: entry '{entry}' cannot be unpacked "
+                                      f"({reason}); copy or zip it again") from None
+            if isinstance(exc, OSError):  # disk full, quota: the server's problem, said plainly
+                raise UserFacingError(f"{zip_name} could not be unpacked on this server "
+                                      f"({exc.strerror or type(exc).__name__}); try again later") from None
+            raise
     return items
 
 
@@ -132,12 +169,17 @@ def read_labels_csv(path: str | Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserFacingError(f"the labels CSV {display_name(path)} could not be read ({exc})") from None
     labels = {}
-    for row in csv.reader(io.StringIO(text)):
-        if len(row) < 2 or not row[0].strip():
-            continue
-        if row[0].strip().lower() in ("file", "filename", "path") and row[1].strip().lower() == "label":
-            continue
-        labels[PurePosixPath(row[0].strip().replace("\\", "/")).name] = row[1].strip()
+    reader = csv.reader(io.StringIO(text))
+    try:
+        for row in reader:
+            if len(row) < 2 or not row[0].strip():
+                continue
+            if row[0].strip().lower() in ("file", "filename", "path") and row[1].strip().lower() == "label":
+                continue
+            labels[PurePosixPath(row[0].strip().replace("\\", "/")).name] = row[1].strip()
+    except csv.Error as exc:  # a field over csv.field_size_limit (128 kB), a NUL byte, an unclosed quote ...
+        raise UserFacingError(f"the labels CSV {display_name(path)} could not be read at line {reader.line_num} "
+                              f"({exc}); it should hold 'file,label' rows") from None
     if not labels:
         raise UserFacingError(f"the labels CSV {display_name(path)} has no 'file,label' rows")
     return labels
@@ -213,12 +255,19 @@ def build_map(
     progress: Any = None,
 ) -> MapResult:
     """Embed every recording with ``model_name`` and project the embeddings to 2-D."""
+    # a zip is unpacked into a folder that lives as long as this request (issue 16: they stayed for hours)
+    with request_scratch_dir("map-unzip") as scratch:
+        return _build_map(files, zip_file, labels_csv, use_examples, model_name, layer, pooling, method,
+                          n_neighbors, min_dist, metric, perplexity, progress, scratch)
+
+
+def _build_map(files, zip_file, labels_csv, use_examples, model_name, layer, pooling, method, n_neighbors,
+               min_dist, metric, perplexity, progress, scratch: Path) -> MapResult:
     from rl_core.projection import file_embedding, project
 
     model_name = model_name or default_model()
     report = progress_adapter(progress)
-    out = new_output_dir("map")
-    items = gather(files, zip_file, labels_csv, use_examples, out)
+    items = gather(files, zip_file, labels_csv, use_examples, scratch)
     report(0.0, f"loading {model_name}")
     try:
         model = get_model(model_name)
@@ -236,9 +285,12 @@ def build_map(
         step(0.0)
         try:
             check_file_size(item.path)
-            vectors.append(file_embedding(model, item.path, layer=layer, pooling=pooling, progress=step,
-                                          limits=analysis_limits()))
+            with model_slot(model):
+                vectors.append(file_embedding(model, item.path, layer=layer, pooling=pooling, progress=step,
+                                              limits=analysis_limits()))
             kept.append(item)
+        except RequestCancelled:
+            raise
         except Exception as exc:  # noqa: BLE001 - named, the rest go on
             errors.append(describe_error(exc, item.name))
     if len(kept) < 2:
@@ -255,8 +307,9 @@ def build_map(
         "file": [i.name for i in kept], "label": [i.label for i in kept],
         "x": coords[:, 0].round(5), "y": coords[:, 1].round(5),
     })
+    out = new_output_dir("map")
     csv_path = out / "map_coordinates.csv"
-    points.to_csv(csv_path, index=False)
+    spreadsheet_safe(points).to_csv(csv_path, index=False)
     npz_path = out / "map_embeddings.npz"
     np.savez_compressed(npz_path, files=np.array(points["file"]), label=np.array(points["label"]),
                         embeddings=matrix.astype(np.float32), coordinates=coords.astype(np.float32),
@@ -334,7 +387,7 @@ def build() -> None:
         [files, zip_file, labels_csv, use_examples, model, layer, pooling, method, n_neighbors, min_dist, metric,
          perplexity],
         [status, plot, points, downloads],
-        api_name="embedding_map", concurrency_id=model_concurrency_id(), concurrency_limit=1,
+        api_name="embedding_map", concurrency_id=model_concurrency_id(), concurrency_limit=SETTINGS.model_workers,
         validator=model_validator(4),
     )
     # layers are listed from the architecture on the meta device: no weights, no need for the model slot

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from ui.common import (
+    SETTINGS,
+    RequestCancelled,
     analysis_limits,
     check_file_size,
     default_model,
@@ -26,6 +28,7 @@ from ui.common import (
     get_model,
     model_choices,
     model_concurrency_id,
+    model_slot,
     model_validator,
     new_output_dir,
     progress_adapter,
@@ -175,12 +178,15 @@ def analyse(
         try:
             check_file_size(path)
             info = audio_info(path)  # the one header read of this request
-            result = analyse_recording(model, path, name=name, info=info, limits=limits, progress=file_progress,
-                                       keep_top=max(KEPT_SCORES, top_k))
+            with model_slot(model):
+                result = analyse_recording(model, path, name=name, info=info, limits=limits, progress=file_progress,
+                                           keep_top=max(KEPT_SCORES, top_k))
             has_scores = result.has_scores
             preview = read_preview(path, info)  # the first minute, decoded once for the image and the player
             spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.jpg", title=name, preview=preview)
             audio, caption = playable_audio(path, out, info=info, preview=preview, name=name)
+        except RequestCancelled:
+            raise
         except Exception as exc:  # noqa: BLE001 - reported by name, the other files go on
             analysis.errors.append(describe_error(exc, name))
             continue
@@ -285,8 +291,8 @@ def build() -> None:
     run.click(
         on_run, [files, example, model, top_k],
         [status, summary, pick, species, timeline, spectrogram, audio, downloads, views],
-        api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=1,
-        validator=model_validator(2),
+    model_slot,
+    model_validator,
     )
     pick.change(on_pick_file, [pick, views], [species, timeline, spectrogram, audio], api_visibility="private",
                 queue=False)

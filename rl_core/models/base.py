@@ -69,6 +69,9 @@ class ModelBase(nn.Module):
     common_names: list[str] | None = None
     #: computes outside torch on the CPU (BirdNET through LiteRT): a requested GPU is ignored, inputs stay on the CPU
     cpu_only: ClassVar[bool] = False
+    #: calls one instance may serve at once from different threads (BirdNET: one LiteRT interpreter per worker);
+    #: torch models share their device and buffers, so callers run them one at a time
+    max_concurrent_calls: int = 1
     #: on the CPU, batches run as micro-batches holding this many model windows of audio (None: the whole batch
     #: at once). A transformer's matrix multiplies already run at the CPU's full speed on one window, while a
     #: whole batch's (B, heads, T, T) attention buffers or long conv maps outgrow glibc's mmap threshold and are

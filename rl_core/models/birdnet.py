@@ -6,14 +6,21 @@ delegate intermediate tensors cannot be read after ``invoke``; so at load we rew
 that tensor as a second subgraph output, which keeps the XNNPACK speed (``experimental_preserve_all_tensors`` also
 works but is 20-30x slower). Batch 1 is fastest on this CPU (batching does not speed XNNPACK up; bench/RESULTS.md), so
 windows are invoked one at a time. Weights: CC BY-NC-SA 4.0.
+
+An interpreter is not thread-safe, so one model holds a small pool of them (``workers``, default: one per usable
+core), created only when calls overlap: concurrent callers (the web app's workers) each run on their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,6 +39,14 @@ NUM_CLASSES = 6522
 EMBEDDING_DIM = 1024
 SAMPLE_RATE = 48000
 WINDOW_SECONDS = 3.0
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 def birdnet_dir() -> Path | None:
@@ -84,7 +99,8 @@ class BirdNET(ModelBase):
     preferred_batch_size = 1
 
     def __init__(
-        self, model_dir: str | None = None, num_threads: int | None = None, batch_size: int = 1, **kwargs
+        self, model_dir: str | None = None, num_threads: int | None = None, batch_size: int = 1,
+        workers: int | None = None, **kwargs
     ) -> None:
         super().__init__(**kwargs)
         if self.num_classes not in (None, NUM_CLASSES):
@@ -106,29 +122,63 @@ class BirdNET(ModelBase):
         except ImportError:
             raise MissingDependencyError("BirdNET needs ai-edge-litert: pip install ai-edge-litert==2.3.0") from None
         self.model_path = folder / MODEL_FILE
-        self._interpreter = Interpreter(
-            model_content=_model_with_embedding_output(self.model_path), num_threads=num_threads or torch.get_num_threads()
-        )
-        self._input_index = self._interpreter.get_input_details()[0]["index"]
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        workers = usable_cores() if workers is None else workers
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
         # Batch 1 is fastest with XNNPACK on a small CPU (bench/RESULTS.md); larger batches are for benchmarks.
         self.batch_size = batch_size
         self.preferred_batch_size = batch_size
-        if batch_size != 1:
-            self._interpreter.resize_tensor_input(self._input_index, [batch_size, self.min_input_samples])
-        self._interpreter.allocate_tensors()
-        outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
+        self.workers = workers
+        self._num_threads = num_threads or torch.get_num_threads()
+        self._model_content = _model_with_embedding_output(self.model_path)
+        self._make_interpreter = Interpreter
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._created = 0
+        self._pool_lock = threading.Lock()
+        first = self._new_interpreter()  # built now: a broken model file fails at load, not at the first call
+        self._input_index = first.get_input_details()[0]["index"]
+        outputs = {d["name"]: d["index"] for d in first.get_output_details()}
         self._logits_index = outputs["Identity"]
         self._embedding_index = outputs[EMBEDDING_TENSOR.decode()]
-        # A LiteRT interpreter is not thread-safe; the model may be shared by the web app's workers.
-        self._invoke_lock = threading.Lock()
+        self._idle.put(first)
         scientific, common = read_labels(str(folder / LABELS_FILE))
         self.common_names = list(common)
         self.label_mapping = {
             "label_to_index": {label: i for i, label in enumerate(scientific)},
             "index_to_label": dict(enumerate(scientific)),
         }
+
+    def _new_interpreter(self):
+        interpreter = self._make_interpreter(model_content=self._model_content, num_threads=self._num_threads)
+        if self.batch_size != 1:
+            index = interpreter.get_input_details()[0]["index"]
+            interpreter.resize_tensor_input(index, [self.batch_size, self.min_input_samples])
+        interpreter.allocate_tensors()
+        self._created += 1
+        return interpreter
+
+    @contextlib.contextmanager
+    def _interpreter(self) -> Iterator:
+        """An idle interpreter of the pool for one call; a new one while fewer than ``workers`` exist, else wait."""
+        try:
+            interpreter = self._idle.get_nowait()
+        except queue.Empty:
+            with self._pool_lock:
+                grow = self._created < self.workers
+                interpreter = self._new_interpreter() if grow else None
+            if interpreter is None:
+                interpreter = self._idle.get()
+        try:
+            yield interpreter
+        finally:
+            self._idle.put(interpreter)
+
+    @property
+    def max_concurrent_calls(self) -> int:
+        """Calls this one model object serves at once (one LiteRT interpreter each)."""
+        return self.workers
 
     @classmethod
     def bundled_weights_path(cls) -> Path | None:
@@ -148,7 +198,8 @@ class BirdNET(ModelBase):
         return True  # the head is part of the TFLite graph
 
     def memory_bytes(self) -> int:
-        return self.model_path.stat().st_size
+        """The model file once per interpreter made so far (XNNPACK packs its own copy of the weights)."""
+        return self.model_path.stat().st_size * max(1, self._created)
 
     def get_embedding_dim(self) -> int:
         return EMBEDDING_DIM
@@ -162,16 +213,16 @@ class BirdNET(ModelBase):
         logits = np.empty((batch.shape[0], NUM_CLASSES), np.float32)
         embeddings = np.empty((batch.shape[0], EMBEDDING_DIM), np.float32)
         step = self.batch_size
-        with self._invoke_lock:
+        with self._interpreter() as interpreter:
             for i in range(0, batch.shape[0], step):
                 chunk = batch[i : i + step]
                 n = chunk.shape[0]
                 if n < step:  # the interpreter's batch is fixed: pad the last chunk
                     chunk = np.pad(chunk, ((0, step - n), (0, 0)))
-                self._interpreter.set_tensor(self._input_index, np.ascontiguousarray(chunk))
-                self._interpreter.invoke()
-                logits[i : i + n] = self._interpreter.get_tensor(self._logits_index)[:n]
-                embeddings[i : i + n] = self._interpreter.get_tensor(self._embedding_index)[:n]
+                interpreter.set_tensor(self._input_index, np.ascontiguousarray(chunk))
+                interpreter.invoke()
+                logits[i : i + n] = interpreter.get_tensor(self._logits_index)[:n]
+                embeddings[i : i + n] = interpreter.get_tensor(self._embedding_index)[:n]
         return logits, embeddings
 
     def prepare_input(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:

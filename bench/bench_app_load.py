@@ -1,0 +1,110 @@
+"""The app under load: 8 gradio_client clients sending 10-s clips to /predict (BirdNET), one worker vs one per core.
+
+Run from the repository root:  python bench/bench_app_load.py [--clients 8] [--requests 6] [--workers 1 2]
+``--workers 1`` is the reference (every model request shares one slot, as before issue 16); the default
+(one per usable core) lets BirdNET serve that many requests at once, one LiteRT interpreter each.
+Prints requests/s, p50 and p95 latency per setting and their ratios (goal: >= 1.8x requests/s on 2 cores,
+p95 down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+from app_runner import RunningApp  # noqa: E402
+from bench_app import MODEL, ten_second_clip  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def load_round(url: str, clip: Path, clients: int, requests: int) -> tuple[list[float], list[BaseException], float]:
+    """``clients`` threads, each with its own Client, each sending ``requests`` clips back to back."""
+    from gradio_client import Client, handle_file
+
+    latencies: list[float] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+    ready = threading.Barrier(clients + 1)
+
+    def client_loop() -> None:
+        client = Client(url, verbose=False)
+        ready.wait()
+        for _ in range(requests):
+            t = time.perf_counter()
+            try:
+                status, summary, *_ = client.predict([handle_file(str(clip))], "", MODEL, 5, api_name="/predict")
+                if "Analysed 1 file" not in status or summary["data"][0][3] != "Hydrobates pelagicus":
+                    raise RuntimeError(f"unexpected answer: {status}")
+                with lock:
+                    latencies.append(time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001 - counted
+                with lock:
+                    failures.append(exc)
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return latencies, failures, time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=6, help="per client")
+    parser.add_argument("--workers", type=int, nargs="+", default=None,
+                        help="settings to compare (default: 1 and one per usable core)")
+    args = parser.parse_args()
+    from gradio_client import Client, handle_file
+
+    cores = len(os.sched_getaffinity(0))
+    settings = args.workers or [1, cores]
+    work = Path(tempfile.mkdtemp(prefix="bench_load_"))
+    clip = ten_second_clip(work)
+    print(f"machine: {os.cpu_count()} CPUs ({cores} usable), load average {os.getloadavg()[0]:.1f} at start; "
+          f"{args.clients} clients x {args.requests} requests of a 10-s clip ({MODEL})")
+    figures = {}
+    for workers in settings:
+        app = RunningApp("--preload", MODEL, "--no-warmup", "--workers", str(workers),
+                         log_path=work / f"app_{workers}.log")
+        try:
+            app.wait_ready()
+            warm = Client(app.url, verbose=False)
+            for _ in range(2):  # warm BirdNET, the resampler, plotly
+                warm.predict([handle_file(str(clip))], "", MODEL, 5, api_name="/predict")
+            latencies, failures, wall = load_round(app.url, clip, args.clients, args.requests)
+        finally:
+            app.stop()
+        rate = len(latencies) / wall
+        p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
+        figures[workers] = (rate, p50, p95)
+        print(f"--workers {workers}: {len(latencies)} ok, {len(failures)} failed, wall {wall:.1f} s, "
+              f"{rate:.2f} requests/s, latency p50 {p50:.2f} s, p95 {p95:.2f} s")
+        for exc in failures[:3]:
+            print(f"  failure: {exc!r}")
+    base = figures[settings[0]]
+    for workers in settings[1:]:
+        rate, p50, p95 = figures[workers]
+        print(f"--workers {workers} vs {settings[0]}: requests/s x{rate / base[0]:.2f}, p50 x{p50 / base[1]:.2f}, "
+              f"p95 x{p95 / base[2]:.2f} (goal: requests/s >= 1.8x, p95 down)")
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
