@@ -357,12 +357,12 @@ def read_aliases(directory: str | Path | None = None) -> pd.DataFrame:
 
 def _registry_facts() -> dict[str, dict[str, Any]]:
     """family, parameters, embedding_dim and weights_here of every registered model."""
-    from rl_core.catalog import WEIGHTS_PRESENT, weight_status
+    from rl_core.catalog import weights_status
     from rl_core.registry import registered_models
 
     return {name: {"family": entry.family, "parameters": float(entry.parameters or np.nan),
                    "embedding_dim": float(entry.embedding_dim or np.nan),
-                   "weights_here": weight_status(entry) == WEIGHTS_PRESENT}
+                   "weights_here": weights_status(entry).present}
             for name, entry in registered_models().items()}
 
 

@@ -291,8 +291,8 @@ def build() -> None:
     run.click(
         on_run, [files, example, model, top_k],
         [status, summary, pick, species, timeline, spectrogram, audio, downloads, views],
-    model_slot,
-    model_validator,
+        api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=SETTINGS.model_workers,
+        validator=model_validator(2),
     )
     pick.change(on_pick_file, [pick, views], [species, timeline, spectrogram, audio], api_visibility="private",
                 queue=False)
