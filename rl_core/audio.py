@@ -192,18 +192,21 @@ def _needs_fallback(path: Path) -> bool:
         return True
 
 
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """librosa kaiser_best resampling with scale=True (the framework's rule)."""
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int, res_type: str = RESAMPLE_TYPE,
+             scale: bool = True) -> np.ndarray:
+    """librosa kaiser_best resampling with scale=True (the framework's rule); a model trained with another rule
+    (BatDetect2: polyphase, unscaled) names it."""
     if orig_sr == target_sr:
         return audio.astype(np.float32, copy=False)
     import librosa
 
-    return librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type=RESAMPLE_TYPE, scale=True).astype(
+    return librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type=res_type, scale=scale).astype(
         np.float32, copy=False
     )
 
 
-def iter_audio_blocks(path: str | Path, target_sr: int | None = None, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def iter_audio_blocks(path: str | Path, target_sr: int | None = None, block_seconds: float = BLOCK_SECONDS,
+                      res_type: str = RESAMPLE_TYPE, scale: bool = True) -> Iterator[np.ndarray]:
     """Mono float32 blocks of the recording at ``target_sr`` (native rate when None), in order.
 
     Blocks are resampled with one second of context on each side, trimmed afterwards, so concatenating the
@@ -221,7 +224,7 @@ def iter_audio_blocks(path: str | Path, target_sr: int | None = None, block_seco
     emitted_any = False
     for block, left, right in _iter_native_blocks(path, info, block_frames, context):
         _check_finite(block, path)
-        out = resample(block, sr, target_sr)
+        out = resample(block, sr, target_sr, res_type, scale)
         ratio = target_sr / sr
         core_in = block.shape[0] - left - right
         # Input [consumed, consumed + core_in) maps to output [consumed*ratio, ceil(end*ratio)), as librosa
@@ -244,7 +247,8 @@ def load_audio(path: str | Path, target_sr: int | None = None) -> tuple[np.ndarr
 
 
 def iter_windows(
-    path: str | Path, target_sr: int, window_s: float, hop_s: float | None = None
+    path: str | Path, target_sr: int, window_s: float, hop_s: float | None = None,
+    res_type: str = RESAMPLE_TYPE, scale: bool = True,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(start_s, window)`` of ``window_s`` seconds every ``hop_s`` seconds at ``target_sr``.
 
@@ -259,7 +263,7 @@ def iter_windows(
     offset = 0  # absolute sample index of buffer[0]
     next_start = 0
     total = 0
-    for block in iter_audio_blocks(path, target_sr):
+    for block in iter_audio_blocks(path, target_sr, res_type=res_type, scale=scale):
         buffer = np.concatenate([buffer, block]) if buffer.size else block
         total += block.shape[0]
         while next_start + win <= offset + buffer.shape[0]:

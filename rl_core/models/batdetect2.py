@@ -145,7 +145,7 @@ class CoordConvDown(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         coords = self.coords.expand(x.shape[0], 1, -1, x.shape[-1])
         x = F.max_pool2d(self.conv(torch.cat([x, coords], dim=1)), 2, 2)
-        return F.relu(self.conv_bn(x))
+        return F.relu(self.conv_bn(x), inplace=True)
 
 
 class CoordConvUp(nn.Module):
@@ -160,7 +160,7 @@ class CoordConvUp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=(x.shape[-2] * 2, x.shape[-1] * 2), mode="bilinear", align_corners=False)
         coords = self.coords.expand(x.shape[0], 1, -1, x.shape[-1])
-        return F.relu(self.conv_bn(self.conv(torch.cat([x, coords], dim=1))))
+        return F.relu(self.conv_bn(self.conv(torch.cat([x, coords], dim=1))), inplace=True)
 
 
 class TimeSelfAttention(nn.Module):
@@ -209,7 +209,7 @@ class BatDetect2(ModelBase):
 
     ``forward`` gives per-window species scores (B, 17): each species' best probability over the calls found in
     the window (0 without calls); ``embed_and_score`` gives those and the window embedding (B, 256);
-    ``detect`` gives the calls themselves.
+    ``detect_calls`` gives the calls themselves.
     """
 
     name = "batdetect2"
@@ -217,7 +217,7 @@ class BatDetect2(ModelBase):
     default_window_seconds = CHUNK_SECONDS
     output_activation = "softmax"
     min_input_samples = N_FFT
-    preferred_batch_size = 2
+    preferred_batch_size = 1  # batching windows is slower on a small CPU (cache-bound convolutions)
     #: how recordings are brought to 256 kHz (read by rl_core.inference): as BatDetect2 loads them
     resample_type: ClassVar[str] = "polyphase"
     resample_scale: ClassVar[bool] = False
@@ -349,9 +349,15 @@ class BatDetect2(ModelBase):
     def _decode_calls(self, out: NetOutputs, starts: Sequence[float], max_freq_hz: float | None) -> list[tuple]:
         """Peaks of the detection map -> per call (window index, start, end, low, high, det, class probs, features)."""
         det = out.detection
-        peaks = det * (F.max_pool2d(det, NMS_KERNEL, stride=1, padding=NMS_KERNEL // 2) == det)
+        # 9x9 max-pool NMS, as two 1-D passes (the same maximum, far fewer comparisons)
+        half = NMS_KERNEL // 2
+        local_max = F.max_pool2d(F.max_pool2d(det, (NMS_KERNEL, 1), stride=1, padding=(half, 0)),
+                                 (1, NMS_KERNEL), stride=1, padding=(0, half))
+        peaks = det * (local_max == det)
         height, width = det.shape[-2:]
-        top_k = int(frame_to_seconds(float(width)) * TOP_K_PER_SECOND)  # as the official code: output columns
+        # as the official code: the time of the last *output* column (not rescaled to STFT frames), so about half
+        # the chunk's duration
+        top_k = int((width * HOP + N_FFT - HOP) / SAMPLE_RATE * TOP_K_PER_SECOND)
         scores, flat = torch.topk(peaks.flatten(1), min(top_k, height * width))
         rows, cols = flat // width, flat % width
         freq_step = (MAX_FREQ_HZ - MIN_FREQ_HZ) / height
@@ -361,20 +367,20 @@ class BatDetect2(ModelBase):
             keep = order[scores[b, order] > self.detection_threshold]
             y, x = rows[b, keep], cols[b, keep]
             box_w, box_h = out.size[b, 0, y, x], out.size[b, 1, y, x]
-            low = (height - y.float()) * freq_step + MIN_FREQ_HZ
-            high = low + box_h * freq_step
+            low = (height - y.double()) * freq_step + MIN_FREQ_HZ
+            high = low + box_h.double() * freq_step
             ok = high <= max_freq_hz if max_freq_hz is not None else torch.ones_like(low, dtype=torch.bool)
             calls.append((
                 b,
-                (frame_to_seconds(x.float()) + starts[b])[ok],
-                (frame_to_seconds(x.float() + box_w) + starts[b])[ok],
+                (frame_to_seconds(x.double()) + starts[b])[ok],
+                (frame_to_seconds(x.double() + box_w.double()) + starts[b])[ok],
                 low[ok], high[ok], scores[b, keep][ok],
                 out.class_probs[b, :, y, x].T[ok], out.features[b, :, y, x].T[ok],
             ))
         return calls
 
     @torch.inference_mode()
-    def detect(
+    def detect_calls(
         self,
         x: torch.Tensor | np.ndarray,
         starts: Sequence[float] | None = None,
@@ -414,20 +420,21 @@ class BatDetect2(ModelBase):
         names = [s for s, _ in SPECIES]
         if not found or sum(int(c[1].shape[0]) for c in found) == 0:
             return CallDetections(pd.DataFrame(columns=CALL_COLUMNS + names), np.zeros((0, FEATURE_DIM), np.float32))
-        cols = [torch.cat([c[k] for c in found]).cpu().float().numpy() for k in range(1, 8)]
+        cols = [torch.cat([c[k] for c in found]).cpu().numpy() for k in range(1, 8)]
         start, end, low, high, det, probs, feats = cols
         best = probs.argmax(axis=1)
         table = pd.DataFrame({
             "file": file, "start_s": start.astype(np.float64), "end_s": end.astype(np.float64),
             "low_freq_hz": low.astype(np.float64), "high_freq_hz": high.astype(np.float64),
-            "detection_prob": det.astype(np.float64),
+            # float32 probabilities, shown to 6 decimals (not 0.7602199912071228)
+            "detection_prob": det.astype(np.float64).round(6),
             "scientific_name": [SPECIES[i][0] for i in best], "common_name": [SPECIES[i][1] for i in best],
-            "class_prob": probs[np.arange(len(best)), best].astype(np.float64),
+            "class_prob": probs[np.arange(len(best)), best].astype(np.float64).round(6),
         })
-        table = pd.concat([table, pd.DataFrame(probs.astype(np.float64), columns=names)], axis=1)
+        table = pd.concat([table, pd.DataFrame(probs.astype(np.float64).round(6), columns=names)], axis=1)
         return CallDetections(table, feats.astype(np.float32))
 
     @torch.inference_mode()
     def embed_and_score(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        embeddings, scores, _ = self.detect(x)
+        embeddings, scores, _ = self.detect_calls(x)
         return embeddings, scores
