@@ -28,6 +28,11 @@ RECORDINGS = {
 }
 MODEL = "batdetect2_uk"
 
+def analyse(model, path, **kwargs):
+    """The one call site of the standard recording path (rl_core.inference.run_file)."""
+    return run_file(model, path, **kwargs)
+
+
 pytestmark = pytest.mark.skipif(weights_path() is None, reason="batdetect2 wheel not installed (requirements-data.txt)")
 
 
@@ -38,7 +43,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def results(model):
-    return {path: run_file(model, path) for path in RECORDINGS}
+    return {path: analyse(model, path) for path in RECORDINGS}
 
 
 def test_checkpoint_is_our_state_dict(model):
@@ -119,12 +124,12 @@ def test_48khz_recording_is_refused_clearly(model, tmp_path):
     path = tmp_path / "dusk_48k.wav"
     sf.write(path, np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32), 48000)
     with pytest.raises(RLCoreError, match=r"dusk_48k.wav is sampled at 48000 Hz: too low for bat"):
-        run_file(model, path)
+        analyse(model, path)
 
 
 def test_overlapping_hop_refused(model):
     with pytest.raises(ConfigError, match="leave the hop unset"):
-        run_file(model, next(iter(RECORDINGS)), hop_s=1.0)
+        analyse(model, next(iter(RECORDINGS)), hop_s=1.0)
 
 
 def test_zoo_shows_model_on_this_machine():

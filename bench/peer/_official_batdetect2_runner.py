@@ -27,6 +27,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from batdetect2 import api
+    from batdetect2.utils import detector_utils as du
 
     config = api.get_config(cnn_features=True)  # the API defaults: 3-s chunks, detection threshold 0.01
     raw_config = {**config, "return_raw_preds": True}
@@ -41,15 +42,22 @@ def main() -> None:
         raw = api.process_file(file, config=raw_config)  # the same calls, unrounded (untimed)
         nyquist = librosa.get_samplerate(file) / 2
         keep = raw["high_freqs"] <= nyquist  # as the official convert_results drops calls above Nyquist
-        feats = np.asarray(results.get("cnn_feats", np.zeros((0, 32))), dtype=np.float32).reshape(-1, 32)
+        # process_file's "cnn_feats" keep only the first call of each chunk (features[0] of an (N, 32) array in
+        # 1.3.1), so every call's feature vector is taken chunk by chunk from the same internal function
+        audio = api.load_audio(file)
+        feats = np.concatenate([
+            du._process_audio_array(chunk, api.TARGET_SAMPLERATE_HZ, api.MODEL, config, api.DEVICE)[1]
+            for _, chunk in du.iterate_over_chunks(audio, api.TARGET_SAMPLERATE_HZ, config["chunk_size"])
+        ]).reshape(-1, 32)
         np.savez(
             out / f"{Path(file).name}.npz",
             start_s=raw["start_times"][keep], end_s=raw["end_times"][keep],
             low_freq_hz=raw["low_freqs"][keep], high_freq_hz=raw["high_freqs"][keep],
             detection_prob=raw["det_probs"][keep],
             class_probs=np.asarray(raw["class_probs"]).reshape(17, -1).T[keep],
-            features=feats[keep] if feats.shape[0] == keep.shape[0] else feats,
+            features=feats[keep],
             annotations=json.dumps(results["pred_dict"]["annotation"]),
+            cnn_feats_rows=np.asarray(results.get("cnn_feats", [])).reshape(-1, 32).shape[0],
         )
     (out / "timings.json").write_text(json.dumps({"seconds": timings, "torch": torch.__version__,
                                                   "librosa": librosa.__version__}))

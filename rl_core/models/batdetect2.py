@@ -111,7 +111,7 @@ def padded_length(samples: int) -> int:
 
 
 def frame_to_seconds(x: torch.Tensor | float) -> torch.Tensor | float:
-    """Output column (at half the STFT frame rate) -> time of that STFT frame's end, as BatDetect2 reports it."""
+    """Output column (at half the STFT frame rate) -> seconds, as BatDetect2 converts it: frame x hop + overlap."""
     return (x / RESIZE_FACTOR * HOP + (N_FFT - HOP)) / SAMPLE_RATE
 
 
@@ -369,7 +369,8 @@ class BatDetect2(ModelBase):
             box_w, box_h = out.size[b, 0, y, x], out.size[b, 1, y, x]
             low = (height - y.double()) * freq_step + MIN_FREQ_HZ
             high = low + box_h.double() * freq_step
-            ok = high <= max_freq_hz if max_freq_hz is not None else torch.ones_like(low, dtype=torch.bool)
+            # BatDetect2 compares the whole-Hz high frequency with the recording's Nyquist frequency
+            ok = high.floor() <= max_freq_hz if max_freq_hz is not None else torch.ones_like(low, dtype=torch.bool)
             calls.append((
                 b,
                 (frame_to_seconds(x.double()) + starts[b])[ok],
