@@ -159,3 +159,22 @@ def test_spectrogram_overlay_draws_call_boxes(results, tmp_path):
     height, top = 300, 34
     freq_of_row = lambda r: (top + height - 1 - r) / (height - 1) * 192_000  # noqa: E731
     assert 60_000 < freq_of_row(rows.max()) < 75_000 and 78_000 < freq_of_row(rows.min()) < 95_000
+
+
+def test_inference_tab_lists_calls_and_exports_raven(results):
+    """The inference tab's handler with the bundled bat example: calls listed, boxed, Raven with real frequencies,
+    and the 10x time-expanded player."""
+    from ui import inference
+
+    example = list(RECORDINGS)[2]
+    view_result = inference.analyse(None, MODEL, top_k=3, example=example.name)
+    view = view_result.files[example.name]
+    assert len(view.calls) == len(results[example].calls_table(inference.CALL_MIN_PROB)) > 3
+    assert view.calls["common name"].iloc[0] == "Greater horseshoe bat"
+    assert view.species.iloc[0]["scientific name"] == "Rhinolophus ferrumequinum"
+    assert "time expansion" in view.audio_caption
+    raven = next(d for d in view_result.downloads if d.endswith(".selections.txt"))
+    table = pd.read_csv(raven, sep="\t")
+    assert len(table) == len(view.calls)
+    assert np.allclose(table["Low Freq (Hz)"] / 1000, view.calls["low (kHz)"], atol=0.06)
+    assert np.allclose(table["High Freq (Hz)"] / 1000, view.calls["high (kHz)"], atol=0.06)
