@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4  # probabilities
+FEATURE_TOLERANCE = 1e-3  # 32-d call features: unbounded ReLU activations of order 1
 TIME_MATCH_S = 1e-4  # same output column (one column is 1 ms)
 FREQ_MATCH_HZ = 1.0  # same output row (one row is 859 Hz)
 DEFAULT_FILES = sorted((REPO / "tests" / "data" / "batdetect2").glob("*.wav")) + sorted(
@@ -101,7 +102,8 @@ def main() -> int:
         print(json.dumps(row))
     total_official, total_ours = sum(official_s["seconds"].values()), sum(ours_s.values())
     ok = all(r["matched"] == r["official_calls"] == r["rl_core_calls"] and r["species_same"] == r["matched"]
-             and r["max_prob_diff"] <= TOLERANCE and r["max_det_diff"] <= TOLERANCE for r in rows)
+             and r["max_prob_diff"] <= TOLERANCE and r["max_det_diff"] <= TOLERANCE
+             and r["max_feature_diff"] <= FEATURE_TOLERANCE for r in rows)
     print(f"audio {audio_s:.1f} s in {len(files)} files; official batdetect2 {total_official:.2f} s "
           f"({audio_s / total_official:.1f}x real time), rl_core {total_ours:.2f} s ({audio_s / total_ours:.1f}x); "
           f"throughput ratio rl_core / official = {total_official / total_ours:.2f} "
