@@ -178,3 +178,29 @@ def test_inference_tab_lists_calls_and_exports_raven(results):
     assert len(table) == len(view.calls)
     assert np.allclose(table["Low Freq (Hz)"] / 1000, view.calls["low (kHz)"], atol=0.06)
     assert np.allclose(table["High Freq (Hz)"] / 1000, view.calls["high (kHz)"], atol=0.06)
+
+
+@pytest.mark.slow  # about 25 s on 2 busy cores: 6.5 s of 384 kHz audio, three times
+def test_batched_windows_and_short_last_chunk_match_one_by_one(model, tmp_path):
+    """6.5 s: two full 3-s chunks batched together and a 0.5-s last chunk processed at its own length give the
+    same calls as one window at a time; call times run on across chunks."""
+    path = list(RECORDINGS)[2]
+    audio, rate = sf.read(path, dtype="int16")
+    long = tmp_path / "rhifer_x13.wav"
+    sf.write(long, np.tile(audio, 13), rate, subtype="PCM_16")
+    one = analyse(model, long, batch_size=1)
+    batched = analyse(model, long, batch_size=3)
+    assert one.num_windows == 3 and len(one.calls) == len(batched.calls) > 100
+    assert np.allclose(one.calls["start_s"], batched.calls["start_s"])
+    assert np.allclose(one.calls["detection_prob"], batched.calls["detection_prob"], atol=1e-5)
+    assert np.allclose(one.call_features, batched.call_features, atol=1e-4)
+    assert one.calls["start_s"].max() > 6.0 and (one.calls["end_s"] <= 6.5 + 0.1).all()
+    # the short last chunk alone, as its own recording, finds the same calls (shifted by 6 s)
+    tail = tmp_path / "rhifer_tail.wav"
+    sf.write(tail, audio, rate, subtype="PCM_16")
+    alone = analyse(model, tail).calls
+    found = one.calls.set_index(["start_s", "low_freq_hz"])["detection_prob"]
+    for call in alone.itertuples(index=False):
+        close = found[(np.abs(found.index.get_level_values(0) - (call.start_s + 6.0)) < 1e-6)
+                      & (found.index.get_level_values(1) == call.low_freq_hz)]
+        assert len(close) == 1 and close.iloc[0] == pytest.approx(call.detection_prob, abs=1e-5)

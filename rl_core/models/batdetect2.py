@@ -363,7 +363,7 @@ class BatDetect2(ModelBase):
         freq_step = (MAX_FREQ_HZ - MIN_FREQ_HZ) / height
         calls = []
         for b in range(det.shape[0]):
-            order = torch.argsort(cols[b])
+            order = torch.argsort(cols[b] * height + rows[b])  # by time, then from high to low frequency
             keep = order[scores[b, order] > self.detection_threshold]
             y, x = rows[b, keep], cols[b, keep]
             box_w, box_h = out.size[b, 0, y, x], out.size[b, 1, y, x]
