@@ -6,14 +6,16 @@
   reference used (``AudioConfig.resampling``, passed as ``resampling=``):
   ``"kaiser_best"``: librosa's ``kaiser_best`` with ``scale=True`` (the framework's reproducibility rule for the
   ESP models), computed by torchaudio with resampy's filter (same output to <= 4e-5 RMS, 9-35x less CPU);
-  ``"fft"``: scipy's FFT ``resample`` of each window on its own, no rescaling (the official BirdNET package's rule).
+  ``"fft"``: scipy's FFT ``resample`` of each window on its own, no rescaling (the official BirdNET package's rule);
+  ``"polyphase"``: scipy's ``resample_poly``, no rescaling (BatDetect2's rule; resampled block by block).
 * Long files are read block by block (float32) and resampled with overlapping context, so a one-hour 48 kHz
   file never sits in memory at once; with ``"kaiser_best"`` the result equals resampling the whole file (to
   float precision).
 * Windows (``iter_windows``): ``window_s`` long, one every ``hop_s`` seconds from 0. The last partial window
   rule: after the last whole window, the rest is zero-padded into one more window when it holds at least a
   quarter of a window (``MIN_TAIL_FRACTION``) of audio no earlier window covered; a shorter rest is dropped (it
-  would mostly embed silence). A recording shorter than one window gives one zero-padded window.
+  would mostly embed silence). A recording shorter than one window gives one zero-padded window. Call detectors
+  (BatDetect2) pass ``min_tail_fraction=0``: any rest is a last window, since a call may sit in it.
 * ``audio_info`` reads the header once; pass its result (``info=``) on to the readers so they do not read it again.
 * A recording whose end is missing (WAV, FLAC, MP3 with a length header, Ogg) is refused with
   ``TruncatedAudioError``, never analysed as a shorter one.
@@ -52,7 +54,7 @@ BLOCK_SECONDS = 60.0
 #: a tail shorter than this fraction of a window (of audio no earlier window covered) gets no window of its own
 MIN_TAIL_FRACTION = 0.25
 
-Resampling = Literal["kaiser_best", "fft"]
+Resampling = Literal["kaiser_best", "fft", "polyphase"]
 RESAMPLING_METHODS: tuple[str, ...] = get_args(Resampling)
 #: librosa's ``res_type="kaiser_best"`` is resampy's precomputed ``kaiser_best`` filter (resampy 0.4.3): a
 #: Kaiser-windowed sinc over 50 zero crossings, roll-off 0.9173473712608761, beta 12.98458611761796 (fitted to the
@@ -349,12 +351,19 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, resampling: Resamp
       convolution by torchaudio, with librosa's output length.
     * ``"fft"``: ``scipy.signal.resample`` to ``round(n / orig_sr * target_sr)`` samples, no rescaling (the
       official BirdNET package's rule, which it applies to each 3-s segment).
+    * ``"polyphase"``: librosa's ``res_type="polyphase"``, ``scale=False`` (``scipy.signal.resample_poly``; the
+      official BatDetect2 package's rule).
     """
     if resampling not in RESAMPLING_METHODS:
         raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}")
     audio = audio.astype(np.float32, copy=False)
     if orig_sr == target_sr:
         return audio
+    if resampling == "polyphase":  # librosa's res_type="polyphase", scale=False: scipy's resample_poly
+        from scipy.signal import resample_poly
+
+        g = math.gcd(orig_sr, target_sr)
+        return resample_poly(audio, target_sr // g, orig_sr // g).astype(np.float32, copy=False)
     if resampling == "fft":
         from scipy.signal import resample as fft_resample
 
@@ -442,24 +451,25 @@ def _window_sizes(sample_rate: int, window_s: float, hop_s: float | None) -> tup
     return int(round(window_s * sample_rate)), max(1, int(round(hop_s * sample_rate)))
 
 
-def _keeps_tail(total: int, next_start: int, hop: int, win: int) -> bool:
+def _keeps_tail(total: int, next_start: int, hop: int, win: int, min_tail_fraction: float = MIN_TAIL_FRACTION) -> bool:
     """The last partial window rule (module docstring): does the rest from ``next_start`` get a window?"""
     if next_start == 0:
         return total > 0  # shorter than one window: one padded window
     covered_until = next_start - hop + win
     fresh = total - max(covered_until, next_start)
-    return fresh > 0 and fresh >= MIN_TAIL_FRACTION * win
+    return fresh > 0 and fresh >= min_tail_fraction * win
 
 
-def count_windows(num_samples: int, target_sr: int, window_s: float, hop_s: float | None = None) -> int:
+def count_windows(num_samples: int, target_sr: int, window_s: float, hop_s: float | None = None,
+                  min_tail_fraction: float = MIN_TAIL_FRACTION) -> int:
     """How many windows ``iter_windows`` gives for ``num_samples`` samples at ``target_sr`` (without decoding)."""
     win, hop = _window_sizes(target_sr, window_s, hop_s)
     full = 0 if num_samples < win else (num_samples - win) // hop + 1
-    return full + int(_keeps_tail(num_samples, full * hop, hop, win))
+    return full + int(_keeps_tail(num_samples, full * hop, hop, win, min_tail_fraction))
 
 
-def _slide(blocks: Iterable[np.ndarray], sample_rate: int, window_s: float,
-           hop_s: float | None) -> Iterator[tuple[float, np.ndarray]]:
+def _slide(blocks: Iterable[np.ndarray], sample_rate: int, window_s: float, hop_s: float | None,
+           min_tail_fraction: float = MIN_TAIL_FRACTION) -> Iterator[tuple[float, np.ndarray]]:
     """``(start_s, window)`` every ``hop_s`` over a block stream at ``sample_rate``; the last window may be short
     (the last partial window rule decides whether it comes at all)."""
     win, hop = _window_sizes(sample_rate, window_s, hop_s)
@@ -477,7 +487,7 @@ def _slide(blocks: Iterable[np.ndarray], sample_rate: int, window_s: float,
         drop = max(0, next_start - offset)
         buffer = buffer[drop:]
         offset += drop
-    if next_start < total and _keeps_tail(total, next_start, hop, win):
+    if next_start < total and _keeps_tail(total, next_start, hop, win, min_tail_fraction):
         yield next_start / sample_rate, buffer[next_start - offset :].copy()
 
 
@@ -486,31 +496,33 @@ def _padded(window: np.ndarray, win: int) -> np.ndarray:
 
 
 def _fft_windows(native_blocks: Iterable[np.ndarray], sample_rate: int, target_sr: int, window_s: float,
-                 hop_s: float | None) -> Iterator[tuple[float, np.ndarray]]:
+                 hop_s: float | None, min_tail_fraction: float) -> Iterator[tuple[float, np.ndarray]]:
     """Windows cut at the native rate, each resampled alone and padded (the official BirdNET package's rule)."""
     win = int(round(window_s * target_sr))
-    for start_s, segment in _slide(native_blocks, sample_rate, window_s, hop_s):
+    for start_s, segment in _slide(native_blocks, sample_rate, window_s, hop_s, min_tail_fraction):
         yield start_s, _padded(resample(segment, sample_rate, target_sr, "fft")[:win], win)
 
 
 def windows_of_blocks(
-    blocks: Iterable[np.ndarray], target_sr: int, window_s: float, hop_s: float | None = None
+    blocks: Iterable[np.ndarray], target_sr: int, window_s: float, hop_s: float | None = None,
+    min_tail_fraction: float = MIN_TAIL_FRACTION,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """``iter_windows`` over consecutive mono blocks already at ``target_sr``."""
     win, _ = _window_sizes(target_sr, window_s, hop_s)
-    for start_s, window in _slide(blocks, target_sr, window_s, hop_s):
+    for start_s, window in _slide(blocks, target_sr, window_s, hop_s, min_tail_fraction):
         yield start_s, _padded(window, win)
 
 
 def windows_of_array(
     audio: np.ndarray, sample_rate: int, target_sr: int, window_s: float, hop_s: float | None = None,
-    resampling: Resampling = "kaiser_best",
+    resampling: Resampling = "kaiser_best", min_tail_fraction: float = MIN_TAIL_FRACTION,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """``iter_windows`` over mono audio held in memory at ``sample_rate`` (e.g. a segment of a dataset file)."""
     _check_resampling(resampling)
     if resampling == "fft" and sample_rate != target_sr:
-        return _fft_windows([audio], sample_rate, target_sr, window_s, hop_s)
-    return windows_of_blocks([resample(audio, sample_rate, target_sr, resampling)], target_sr, window_s, hop_s)
+        return _fft_windows([audio], sample_rate, target_sr, window_s, hop_s, min_tail_fraction)
+    return windows_of_blocks([resample(audio, sample_rate, target_sr, resampling)], target_sr, window_s, hop_s,
+                             min_tail_fraction)
 
 
 def _check_resampling(resampling: str) -> None:
@@ -525,6 +537,7 @@ def iter_windows(
     hop_s: float | None = None,
     resampling: Resampling = "kaiser_best",
     info: AudioInfo | None = None,
+    min_tail_fraction: float = MIN_TAIL_FRACTION,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(start_s, window)`` of ``window_s`` seconds every ``hop_s`` seconds at ``target_sr``.
 
@@ -538,6 +551,6 @@ def iter_windows(
     sr = info.sample_rate
     if resampling == "fft" and sr != target_sr:
         return _fft_windows(_resampled_blocks(path, info, sr, BLOCK_SECONDS, resampling), sr, target_sr, window_s,
-                            hop_s)
+                            hop_s, min_tail_fraction)
     return windows_of_blocks(_resampled_blocks(path, info, target_sr, BLOCK_SECONDS, resampling), target_sr,
-                             window_s, hop_s)
+                             window_s, hop_s, min_tail_fraction)

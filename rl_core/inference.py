@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from rl_core.atomic import atomic_write
-from rl_core.audio import AudioInfo, audio_info, count_windows, iter_windows, windows_of_array
+from rl_core.audio import MIN_TAIL_FRACTION, AudioInfo, audio_info, count_windows, iter_windows, windows_of_array
 from rl_core.csv_safety import spreadsheet_safe
 from rl_core.errors import (
     ConfigError,
@@ -127,6 +127,16 @@ class RecordingResult:
     top_scores: np.ndarray | None = None
     model: str = ""
     layer: str = "last_layer"
+    #: call detectors (``model.detects_calls``, BatDetect2): one row per call (times, frequencies, probabilities;
+    #: the model's CALL_COLUMNS) and each call's feature vector (N, D) in the same order
+    calls: pd.DataFrame | None = None
+    call_features: np.ndarray | None = None
+
+    def calls_table(self, min_score: float = 0.0) -> pd.DataFrame:
+        """The detected calls with detection probability >= ``min_score`` (call detectors only)."""
+        if self.calls is None:
+            raise ValueError("this model does not detect calls: use top_k_table for per-window predictions")
+        return self.calls[self.calls["detection_prob"] >= min_score].reset_index(drop=True)
 
     @property
     def num_windows(self) -> int:
@@ -302,6 +312,7 @@ def analyse_recording(
     window_s = model.window_samples / model.sample_rate
     hop = window_s if hop_s is None else float(hop_s)
     target_sr = model.sample_rate
+    tail = 0.0 if model.detects_calls else MIN_TAIL_FRACTION  # a call may sit in any last bit of a recording
 
     if isinstance(path, np.ndarray):
         if sample_rate is None:
@@ -311,18 +322,23 @@ def analyse_recording(
         if audio.ndim != 1 or audio.shape[0] == 0:
             raise ConfigError(f"{name}: expected a non-empty mono (samples,) array, got shape {audio.shape}")
         duration = audio.shape[0] / native_sr
-        limits.check(name, native_sr, duration, count_windows(round(duration * target_sr), target_sr, window_s, hop),
+        limits.check(name, native_sr, duration, count_windows(round(duration * target_sr), target_sr, window_s, hop, tail),
                      hop)
         if not np.isfinite(audio).all():
             raise InvalidAudioValuesError(f"{name}: the audio contains NaN or infinite sample values")
-        windows = windows_of_array(audio, native_sr, target_sr, window_s, hop, model.resampling)
+        model.check_recording(name, native_sr)
+        windows = windows_of_array(audio, native_sr, target_sr, window_s, hop, model.resampling, tail)
+        total_samples = math.ceil(audio.shape[0] * target_sr / native_sr)
     else:
         file = Path(path)
         info = info or audio_info(file)
         name, native_sr, duration = name or file.name, info.sample_rate, info.duration_s
         out_samples = math.ceil(info.frames * target_sr / native_sr) if native_sr > 0 else 0
-        limits.check(name, native_sr, duration, count_windows(out_samples, target_sr, window_s, hop), hop)
-        windows = iter_windows(file, target_sr, window_s, hop, resampling=model.resampling, info=info)
+        limits.check(name, native_sr, duration, count_windows(out_samples, target_sr, window_s, hop, tail), hop)
+        model.check_recording(name, native_sr)
+        total_samples = out_samples
+        windows = iter_windows(file, target_sr, window_s, hop, resampling=model.resampling, info=info,
+                               min_tail_fraction=tail)
 
     if isinstance(layers, (list, tuple)) and list(layers) == ["last_layer"]:
         layers = "last_layer"  # the benchmark runner's spelling of the default
@@ -338,11 +354,23 @@ def analyse_recording(
     scores: list[np.ndarray] = []
     top_idx: list[np.ndarray] = []
     top_val: list[np.ndarray] = []
+    calls: list[pd.DataFrame] = []
+    call_features: list[np.ndarray] = []
+    if model.detects_calls and not math.isclose(hop, window_s):
+        raise ConfigError(f"{model.name} finds calls in consecutive {window_s:g}-s chunks: leave the hop unset "
+                          f"(got {hop:g} s)")
 
     def run(n: int) -> None:
         x = torch.from_numpy(batch[:n])
         emb = sc = None
-        if fast and (want_embeddings or want_head):
+        if model.detects_calls:  # calls, window embeddings and per-window species scores in one pass
+            window_starts = starts[-n:]
+            valid = [min(win, total_samples - int(round(s * target_sr))) for s in window_starts]
+            emb, sc, found = model.detect_calls(x, starts=window_starts, valid_samples=valid, source_rate=native_sr,
+                                                file=name)
+            calls.append(found.table)
+            call_features.append(found.features)
+        elif fast and (want_embeddings or want_head):
             emb, sc = model.embed_and_score(x)
         else:
             if want_embeddings:
@@ -398,23 +426,33 @@ def analyse_recording(
         top_scores=np.concatenate(top_val) if top_val else None,
         model=model.name,
         layer=_layer_name(layers),
+        calls=pd.concat(calls, ignore_index=True) if calls else None,
+        call_features=np.concatenate(call_features) if call_features else None,
     )
 
 
 # --------------------------------------------------------------------------- exports
 def predictions_csv(results: Iterable[RecordingResult], k: int = 5, min_score: float = 0.0) -> str:
-    """The predictions of several files as one CSV (columns ``PREDICTION_COLUMNS``)."""
-    tables = [r.top_k_table(k, min_score) for r in results]
+    """The predictions of several files as one CSV (columns ``PREDICTION_COLUMNS``; call detectors: one row per
+    call with its frequencies and probabilities, ``min_score`` on the detection probability)."""
+    tables = [r.calls_table(min_score) if r.calls is not None else r.top_k_table(k, min_score) for r in results]
     frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=PREDICTION_COLUMNS)
     return spreadsheet_safe(frame).to_csv(index=False)
 
 
 def raven_selection_table(result: RecordingResult, k: int = 1, min_score: float = 0.1) -> str:
-    """A Raven Pro selection table (tab-separated .txt): one selection per window and class above ``min_score``."""
-    table = result.top_k_table(k, min_score)
+    """A Raven Pro selection table (tab-separated .txt): one selection per window and class above ``min_score``;
+    for call detectors one per call with detection probability >= ``min_score``, with its own frequency box."""
     out = io.StringIO()
     out.write("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\t"
               "Species Code\tCommon Name\tConfidence\tBegin File\n")
+    if result.calls is not None:
+        for i, call in enumerate(result.calls_table(min_score).itertuples(index=False), start=1):
+            out.write(f"{i}\tSpectrogram 1\t1\t{call.start_s:.4f}\t{call.end_s:.4f}\t{call.low_freq_hz:.0f}\t"
+                      f"{call.high_freq_hz:.0f}\t{call.scientific_name}\t{call.common_name}\t"
+                      f"{call.detection_prob:.4f}\t{result.name}\n")
+        return out.getvalue()
+    table = result.top_k_table(k, min_score)
     high = result.sample_rate / 2
     for i, row in enumerate(table.itertuples(index=False), start=1):
         out.write(f"{i}\tSpectrogram 1\t1\t{row.start_s:.3f}\t{row.end_s:.3f}\t0\t{high:.0f}\t"
@@ -440,6 +478,12 @@ def save_embeddings_npz(results: Sequence[RecordingResult], path: str | Path, mo
         "model": np.array(model or results[0].model),
         "layer": np.array(results[0].layer),
     }
+    with_calls = [(i, r) for i, r in enumerate(results) if r.call_features is not None]
+    if with_calls:  # call detectors: one feature vector per call, its file and its time
+        payload["call_features"] = np.concatenate([r.call_features for _, r in with_calls]).astype(np.float32)
+        payload["call_file_index"] = np.concatenate([np.full(len(r.calls), i, np.int32) for i, r in with_calls])
+        payload["call_start_s"] = np.concatenate([r.calls["start_s"].to_numpy(np.float64) for _, r in with_calls])
+        payload["call_end_s"] = np.concatenate([r.calls["end_s"].to_numpy(np.float64) for _, r in with_calls])
     with atomic_write(path, "wb") as handle:
         np.savez_compressed(handle, **payload)
     return path

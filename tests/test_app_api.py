@@ -65,7 +65,7 @@ def test_every_endpoint_is_listed(client):
 def test_predict(client, great_tits, tmp_path):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF....WAVEnot really audio")
-    status, summary, pick, species, timeline, spectrogram, audio, downloads = client.predict(
+    status, summary, pick, species, timeline, spectrogram, audio, calls, downloads = client.predict(
         [handle_file(str(great_tits[3].path)), handle_file(str(broken))], "", MODEL, 4,
         api_name="/predict")
     assert "Analysed 1 file(s)" in status and "broken.wav" in status

@@ -49,6 +49,10 @@ KEPT_SCORES = 50
 SPECIES_THRESHOLD = 0.5
 SUMMARY_COLUMNS = ["file", "duration (s)", "windows", "top species", "common name", "best score"]
 SPECIES_COLUMNS = ["rank", "scientific name", "common name", "max score", "mean score", "at (s)", "windows ≥ 0.5"]
+CALL_COLUMNS = ["start (s)", "end (s)", "low (kHz)", "high (kHz)", "scientific name", "common name",
+                "species prob", "detection prob"]
+#: call detectors (BatDetect2): calls shown, boxed and exported from this detection probability (its README's 0.3)
+CALL_MIN_PROB = 0.3
 
 
 @dataclass
@@ -65,6 +69,7 @@ class FileView:
     spectrogram: str
     audio: str | None
     audio_caption: str
+    calls: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CALL_COLUMNS))
 
 
 @dataclass
@@ -98,6 +103,19 @@ def species_table(result: Any, k: int) -> pd.DataFrame:
         "windows ≥ 0.5": summary["windows_at_or_above"],
     })
     return table[SPECIES_COLUMNS]
+
+
+def calls_view(result: Any) -> pd.DataFrame:
+    """Detected calls (call-detecting models) at or above ``CALL_MIN_PROB``, for display; empty otherwise."""
+    if result.calls is None:
+        return pd.DataFrame(columns=CALL_COLUMNS)
+    calls = result.calls_table(CALL_MIN_PROB)
+    return pd.DataFrame({
+        "start (s)": calls["start_s"].round(4), "end (s)": calls["end_s"].round(4),
+        "low (kHz)": (calls["low_freq_hz"] / 1000).round(1), "high (kHz)": (calls["high_freq_hz"] / 1000).round(1),
+        "scientific name": calls["scientific_name"], "common name": calls["common_name"],
+        "species prob": calls["class_prob"].round(3), "detection prob": calls["detection_prob"].round(3),
+    }, columns=CALL_COLUMNS)
 
 
 def timeline_figure(view: FileView | None) -> go.Figure:
@@ -183,7 +201,10 @@ def analyse(
                                            keep_top=max(KEPT_SCORES, top_k))
             has_scores = result.has_scores
             preview = read_preview(path, info)  # the first minute, decoded once for the image and the player
-            spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.jpg", title=name, preview=preview)
+            calls = calls_view(result)
+            boxes = [(r[0], r[1], r[2] * 1000, r[3] * 1000) for r in calls.itertuples(index=False)]
+            spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.jpg", title=name, preview=preview,
+                                          boxes=boxes)
             audio, caption = playable_audio(path, out, info=info, preview=preview, name=name)
         except RequestCancelled:
             raise
@@ -196,12 +217,13 @@ def analyse(
             species=species_table(result, top_k) if has_scores else pd.DataFrame(columns=SPECIES_COLUMNS),
             timeline_starts=timeline.starts, timeline_edges=timeline.edges, timeline_labels=timeline.labels,
             timeline_scores=timeline.scores.round(4).tolist(),
-            spectrogram=str(spec_path), audio=audio, audio_caption=caption,
+            spectrogram=str(spec_path), audio=audio, audio_caption=caption, calls=calls,
         )
         results.append(result)
         if has_scores:
             raven = out / f"{Path(name).stem}.selections.txt"
-            raven.write_text(raven_selection_table(result, top_k))
+            min_score = CALL_MIN_PROB if result.calls is not None else 0.1
+            raven.write_text(raven_selection_table(result, top_k, min_score=min_score))
             analysis.downloads.append(str(raven))
 
     report(1.0, "writing downloads")
@@ -226,9 +248,10 @@ def analyse(
 def _file_outputs(view: FileView | None) -> tuple:
     if view is None:
         return (pd.DataFrame(columns=SPECIES_COLUMNS), timeline_figure(None), None,
-                gr.update(value=None, label="Listen"))
+                gr.update(value=None, label="Listen"), gr.update(value=None, visible=False))
     return (view.species, timeline_figure(view), view.spectrogram,
-            gr.update(value=view.audio, label=f"Listen · {view.audio_caption}"))
+            gr.update(value=view.audio, label=f"Listen · {view.audio_caption}"),
+            gr.update(value=view.calls, visible=len(view.calls) > 0))
 
 
 def on_run(files, example, model_name, top_k, progress=gr.Progress()):
@@ -280,6 +303,8 @@ def build() -> None:
         species = gr.Dataframe(headers=SPECIES_COLUMNS, interactive=False, label="Top species",
                                elem_id="inf-species", scale=3)
         audio = gr.Audio(type="filepath", label="Listen", interactive=False, scale=2, elem_id="inf-audio")
+    calls = gr.Dataframe(headers=CALL_COLUMNS, interactive=False, visible=False, elem_id="inf-calls",
+                         label=f"Detected calls (detection probability ≥ {CALL_MIN_PROB}; boxed on the spectrogram)")
     timeline = gr.Plot(label="Detections timeline", elem_id="inf-timeline")
     spectrogram = gr.Image(type="filepath", label="Spectrogram", show_label=False, interactive=False,
                            elem_id="inf-spectrogram",
@@ -287,12 +312,12 @@ def build() -> None:
     downloads = gr.File(label="Downloads: predictions CSV, Raven selection tables, embeddings (.npz)",
                         file_count="multiple", interactive=False, elem_id="inf-downloads")
     views = gr.State({})
-    clear.add([files, status, summary, pick, species, timeline, spectrogram, audio, downloads])
+    clear.add([files, status, summary, pick, species, timeline, spectrogram, audio, calls, downloads])
     run.click(
         on_run, [files, example, model, top_k],
-        [status, summary, pick, species, timeline, spectrogram, audio, downloads, views],
+        [status, summary, pick, species, timeline, spectrogram, audio, calls, downloads, views],
         api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=SETTINGS.model_workers,
         validator=model_validator(2),
     )
-    pick.change(on_pick_file, [pick, views], [species, timeline, spectrogram, audio], api_visibility="private",
+    pick.change(on_pick_file, [pick, views], [species, timeline, spectrogram, audio, calls], api_visibility="private",
                 queue=False)

@@ -93,6 +93,19 @@ class ModelBase(nn.Module):
         """``{"label_to_index", "index_to_label"}`` of a head whose labels ship with the family (BirdNET's), or None."""
         return None
 
+    #: the family finds individual calls (BatDetect2): ``rl_core.inference.analyse_recording`` calls
+    #: :meth:`detect_calls` instead of ``embed_and_score`` and the result carries a calls table
+    detects_calls: ClassVar[bool] = False
+
+    def check_recording(self, name: str, sample_rate: int) -> None:
+        """Refuse a recording this model cannot analyse meaningfully (e.g. too low a rate for bat calls), before
+        anything is decoded. Default: every rate is fine."""
+
+    def detect_calls(self, x: torch.Tensor, starts: Sequence[float], valid_samples: Sequence[int],
+                     source_rate: int, file: str = "") -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(embeddings (B, D), scores (B, C), calls with ``.table`` and ``.features``) of call detectors."""
+        raise NotImplementedError(f"{type(self).__name__} does not detect calls")
+
     def __init__(
         self,
         device: str | torch.device = "cpu",
