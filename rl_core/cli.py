@@ -88,7 +88,8 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     settings = RunSettings(model=args.model, hop_s=args.hop, precision=args.precision, score_floor=args.score_floor,
                            embeddings=not args.no_embeddings)
     summary = analyse_project(args.dirs, args.project, settings, workers=args.workers, engine=args.engine,
-                              address=args.address, retry_failed=args.retry_failed, show_bar=not args.quiet)
+                              address=args.address, retry_failed=args.retry_failed, show_bar=not args.quiet,
+                              commit_every_files=args.commit_every)
     for path, reason in summary.failures[:20]:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     if len(summary.failures) > 20:
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyse.add_argument("--score-floor", type=float, default=DEFAULT_SCORE_FLOOR,
                          help=f"store scores at or above this (default {DEFAULT_SCORE_FLOOR}; filters apply later)")
     analyse.add_argument("--no-embeddings", action="store_true", help="store scores only")
+    analyse.add_argument("--commit-every", type=int, default=32, metavar="N",
+                         help="commit finished files to the store every N files (or 5 s); a hard kill loses at most these")
     analyse.add_argument("--quiet", action="store_true", help="no progress bar")
     analyse.set_defaults(func=cmd_analyse)
 
