@@ -412,4 +412,6 @@ class DetectionFilter:
         removed = frame[~frame["scientific_name"].map(lambda n: n in kept or n not in index).astype(bool)]
         occurrence = occurrence_scores(self.lat, self.lon, self.week)
         removed = removed.assign(occurrence=removed["scientific_name"].map(lambda n: float(occurrence[index[n]])))
+        if self.language != "en" or "common_name" not in removed.columns:
+            removed = removed.assign(common_name=removed["scientific_name"].map(common_name_map(self.language)))
         return removed.reset_index(drop=True)

@@ -69,7 +69,7 @@ def assert_same_store(a: Path, b: Path) -> None:
 def test_scan_finds_recordings_and_counts_skipped(archive):
     tasks, counts = scan_recordings([archive])
     assert len(tasks) == GOOD_FILES + BROKEN_FILES == counts["audio"]
-    assert counts == {"audio": 26, "hidden": 3, "not_audio": 1}  # .hidden.wav, ._mac.wav, .cache/ ; notes.txt
+    assert counts == {"audio": 26, "hidden": 3, "not_audio": 1, "outside": 0}  # .hidden.wav, ._mac.wav, .cache/ ; notes.txt
     assert {t.folder for t in tasks} == {"season2024/siteA", "season2024/siteB", "season2024/broken"}
     assert [t.path for t in tasks] == sorted(t.path for t in tasks)
     with pytest.raises(ConfigError, match="no such folder"):
@@ -132,7 +132,7 @@ def test_resume_changed_files_retry_failed_and_new_runs(tmp_path):
     first = analyse_project([archive], project, BIRDNET, engine="inline")
     assert (first.done, first.failed) == (10, 3)
     again = analyse_project([archive], project, BIRDNET, engine="inline")
-    assert (again.done, again.failed, again.skipped_done, again.skipped_failed, again.exit_code) == (0, 0, 10, 3, 0)
+    assert (again.done, again.failed, again.skipped_done, again.skipped_failed, again.exit_code) == (0, 0, 10, 3, 1)
     # a file whose modification time changed is analysed again; the others are not
     song = archive / "20240515_063003.wav"
     os.utime(song, ns=(time.time_ns(), time.time_ns()))
@@ -232,69 +232,81 @@ def test_raw_threshold_inverts_sensitivity():
 
 
 # --- the CLI, interrupted and killed ----------------------------------------------------------------------
-def _cli(*args: str, **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "rl_core", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+class _Cli:
+    """`python -m rl_core ARGS` in a subprocess; its stderr is collected by a thread so it can be watched."""
 
+    def __init__(self, *args: str) -> None:
+        import threading
 
-def _wait_for_files(proc: subprocess.Popen, count: int, timeout: float = 300) -> str:
-    """Read the progress bar until ``count`` files are finished (committed before the bar moves)."""
-    import re
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "rl_core", *args], cwd=REPO, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
-    seen, deadline = "", time.time() + timeout
-    os.set_blocking(proc.stderr.fileno(), False)
-    while time.time() < deadline and proc.poll() is None:
-        chunk = proc.stderr.read()
-        if chunk:
-            seen += chunk
-            done = [int(m) for m in re.findall(r"\| (\d+)/\d+ files", seen)]
+    def _read(self) -> None:
+        for chunk in iter(lambda: os.read(self.proc.stderr.fileno(), 4096), b""):
+            self.chunks.append(chunk)
+
+    @property
+    def err(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", "replace")
+
+    def wait(self, timeout: float = 600) -> tuple[int, str]:
+        self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return self.proc.returncode, self.err
+
+    def wait_for_files(self, count: int, timeout: float = 300) -> None:
+        """Watch the progress bar until ``count`` files are finished (they are committed before the bar moves)."""
+        import re
+
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            done = [int(m) for m in re.findall(r"\| (\d+)/\d+ files", self.err)]
             if done and max(done) >= count:
-                return seen
-        time.sleep(0.1)
-    raise AssertionError(f"the analysis did not reach {count} files:\n{seen[-2000:]}")
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the analysis did not reach {count} files:\n{self.err[-2000:]}")
 
 
 @pytest.mark.slow
 def test_cli_ctrl_c_then_sigkill_then_resume_equals_uninterrupted_run(archive, tmp_path):
     args = ["analyse", str(archive), "--workers", "1", "--commit-every", "1"]
-    reference = _cli(*args, "--project", str(tmp_path / "reference"))
-    _, err = reference.communicate(timeout=600)
-    assert reference.returncode == 1, err  # three broken files
+    code, err = _Cli(*args, "--project", str(tmp_path / "reference")).wait()
+    assert code == 1, err  # three broken files
     assert f"{GOOD_FILES} file(s) analysed" in err and f"{BROKEN_FILES} failed" in err
 
     project = tmp_path / "interrupted"
-    first = _cli(*args, "--project", str(project))
-    _wait_for_files(first, 5)
-    first.send_signal(signal.SIGINT)
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 130, err
+    first = _Cli(*args, "--project", str(project))
+    first.wait_for_files(5)
+    first.proc.send_signal(signal.SIGINT)
+    code, err = first.wait(120)
+    assert code == 130, err
     assert "Interrupted: finished files are kept" in err
     with ProjectStore(project, read_only=True) as store:
         kept = store.summary(store.default_run())["files_done"] + store.summary(store.default_run())["files_failed"]
     assert 5 <= kept < GOOD_FILES + BROKEN_FILES
 
-    second = _cli(*args, "--project", str(project))
-    _wait_for_files(second, 6)
-    second.kill()  # SIGKILL: no clean-up at all
-    second.wait(timeout=60)
+    second = _Cli(*args, "--project", str(project))
+    second.wait_for_files(6)
+    second.proc.kill()  # SIGKILL: no clean-up at all
+    second.wait(60)
     with ProjectStore(project) as store:  # opening for writing removes parts of uncommitted work
         done = store.summary(store.default_run())["files_done"]
     assert kept < done + BROKEN_FILES
 
-    final = _cli(*args, "--project", str(project))
-    _, err = final.communicate(timeout=600)
-    assert final.returncode == 1 and "already done (skipped)" in err, err
+    code, err = _Cli(*args, "--project", str(project)).wait()
+    assert code == 1 and "already done (skipped)" in err, err
     assert_same_store(tmp_path / "reference", project)
 
-    exported = _cli("export", str(project), "--out", str(tmp_path / "out"), "--format", "raven", "csv",
-                    "--locale", "fr", "--min-conf", "0.5")
-    _, err = exported.communicate(timeout=300)
-    assert exported.returncode == 0, err
+    code, err = _Cli("export", str(project), "--out", str(tmp_path / "out"), "--format", "raven", "csv",
+                     "--locale", "fr", "--min-conf", "0.5").wait(300)
+    assert code == 0, err
     assert "Mésange charbonnière" in (tmp_path / "out" / "detections.csv").read_text(encoding="utf-8")
-    bad = _cli("export", str(project), "--out", str(tmp_path / "o2"), "--sensitivity", "3")
-    _, err = bad.communicate(timeout=120)
-    assert bad.returncode == 2 and err.strip().splitlines()[-1].startswith("error: sensitivity must be in [0.5, 1.5]")
+    code, err = _Cli("export", str(project), "--out", str(tmp_path / "o2"), "--sensitivity", "3").wait(120)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: sensitivity must be in [0.5, 1.5]")
 
 
 @pytest.mark.slow

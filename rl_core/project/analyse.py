@@ -35,8 +35,8 @@ class AnalysisSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 all done, 1 some files failed, 130 interrupted (as a shell reports Ctrl-C)."""
-        return 130 if self.interrupted else (1 if self.failed else 0)
+        """0 all done, 1 some files failed (now or in an earlier run, still unresolved), 130 interrupted (Ctrl-C)."""
+        return 130 if self.interrupted else (1 if self.failed or self.skipped_failed else 0)
 
     def message(self) -> str:
         rate = self.audio_hours / self.seconds * 3600 if self.seconds > 0 else 0.0
@@ -91,7 +91,7 @@ class _Progress:
         eta = self.eta_s()
         eta_text = "ETA --" if eta is None else f"ETA {_duration(eta)}"
         text = (f"{self.files_done}/{self.files_total} files, {self.audio_s / 3600:.2f} h audio, "
-                f"{self.audio_s / elapsed / 3600:.4f} audio-h/s, {eta_text}")
+                f"{self.audio_s / elapsed / 3600:.4f} audio-h/s ({self.audio_s / elapsed:.1f}x real time), {eta_text}")
         return text + (f", {self.failed} failed" if self.failed else "")
 
 
@@ -145,6 +145,7 @@ def analyse_project(
     stop: threading.Event | None = None,
     commit_every_files: int = 32,
     commit_every_s: float = 5.0,
+    confine: bool = False,
 ) -> AnalysisSummary:
     """Analyse every recording under ``dirs`` into ``project`` (resumable; Ctrl-C or ``stop`` keeps finished files).
 
@@ -159,12 +160,14 @@ def analyse_project(
     dirs = list(dirs)
     if not dirs:
         raise ConfigError("give at least one folder of recordings to analyse")
-    tasks, counts = scan_recordings(dirs)
+    if commit_every_files < 1:
+        raise ConfigError(f"--commit-every must be >= 1 file, got {commit_every_files}")
+    tasks, counts = scan_recordings(dirs, confine=confine)
     store = ProjectStore(project)
     try:
         run_id = store.ensure_run(settings)
         summary = AnalysisSummary(run_id=run_id, project=str(store.folder), found=len(tasks),
-                                  hidden=counts["hidden"], not_audio=counts["not_audio"])
+                                  hidden=counts["hidden"], not_audio=counts["not_audio"] + counts["outside"])
         todo, summary.skipped_done, summary.skipped_failed = plan(store, run_id, tasks, retry_failed)
         if not todo:
             summary.seconds = time.perf_counter() - started

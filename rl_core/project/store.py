@@ -167,14 +167,18 @@ class ProjectLockedError(RLCoreError):
 
 
 class ProjectStore:
-    """Open (or create) a project folder. One writer at a time; readers use ``read_only=True``."""
+    """Open (or create) a project folder. One writer process at a time; readers use ``read_only=True``.
 
-    def __init__(self, folder: str | Path, read_only: bool = False) -> None:
+    ``shared=True`` reads a project that this same process may be writing (DuckDB refuses a read-only and a
+    read-write connection to one file in one process): no schema change, no clean-up, no creation.
+    """
+
+    def __init__(self, folder: str | Path, read_only: bool = False, shared: bool = False) -> None:
         duckdb = _import_duckdb()
         self.folder = Path(folder).expanduser().absolute()
         self.read_only = read_only
         db = self.folder / DB_FILE
-        if read_only and not db.is_file():
+        if (read_only or shared) and not db.is_file():
             raise ConfigError(f"{self.folder} is not a project (no {DB_FILE}); create it with `rl-core analyse DIR --project {self.folder}`")
         if not read_only:
             if self.folder.exists() and not self.folder.is_dir():
@@ -187,7 +191,7 @@ class ProjectStore:
                 raise ProjectLockedError(f"project {self.folder} is open for writing by another process "
                                          "(an analysis running?); wait for it to finish or stop it") from None
             raise ConfigError(f"cannot open project {self.folder}: {err}") from None
-        if not read_only:
+        if not read_only and not shared:
             self.con.execute(_SCHEMA)
             self.con.execute("insert or ignore into meta values ('schema_version', ?)", [str(SCHEMA_VERSION)])
             self._remove_orphan_parts()
@@ -430,12 +434,15 @@ class ProjectStore:
         return rel, matrix
 
 
-def scan_recordings(dirs: Iterable[str | Path]) -> tuple[list[FileTask], dict[str, int]]:
-    """Every recording under ``dirs`` (recursive, sorted); hidden and non-audio files are skipped and counted."""
+def scan_recordings(dirs: Iterable[str | Path], confine: bool = False) -> tuple[list[FileTask], dict[str, int]]:
+    """Every recording under ``dirs`` (recursive, sorted); hidden and non-audio files are skipped and counted.
+
+    ``confine``: skip (and count as ``outside``) files that are symlinks leading out of their folder (web app).
+    """
     from rl_core.audio import SUPPORTED_EXTENSIONS
 
     tasks: dict[str, FileTask] = {}
-    counts = {"audio": 0, "hidden": 0, "not_audio": 0}
+    counts = {"audio": 0, "hidden": 0, "not_audio": 0, "outside": 0}
     for d in dirs:
         root = Path(d).expanduser().absolute()
         if not root.is_dir():
@@ -459,6 +466,9 @@ def scan_recordings(dirs: Iterable[str | Path]) -> tuple[list[FileTask], dict[st
                     counts["not_audio"] += 1
                     continue
                 path = os.path.join(current, name)
+                if confine and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(base)):
+                    counts["outside"] += 1
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError:
