@@ -80,12 +80,12 @@ def test_analyse_folder_progress_filter_and_download_raven(app, browser, tmp_pat
     page.locator('#prj-progress-box[data-state="done"]').wait_for(timeout=400_000)
     assert "10 file(s) analysed" in page.locator("#prj-progress-text").inner_text()
     # filters: Oxford in April, German names
-    page.locator("#prj-lat input").fill("51.75")
-    page.locator("#prj-lon input").fill("-1.26")
-    page.locator("#prj-week input").fill("15")
+    page.locator("#prj-lat").get_by_role("textbox").fill("51.75")
+    page.locator("#prj-lon").get_by_role("textbox").fill("-1.26")
+    page.locator("#prj-week").get_by_role("textbox").fill("15")
     _choose(page, "#prj-language", "German (de)")
     page.click("#prj-browse")
-    page.locator("#prj-table").get_by_text("Kohlmeise").first.wait_for()
+    page.locator("#prj-table").get_by_text("Kohlmeise").filter(visible=True).first.wait_for()
     page.locator("#prj-heatmap .js-plotly-plot").wait_for()
     page.locator("#prj-hours .js-plotly-plot").wait_for()
     assert "detection(s)" in page.locator("#prj-summary").inner_text()
@@ -93,7 +93,8 @@ def test_analyse_folder_progress_filter_and_download_raven(app, browser, tmp_pat
     link = page.locator('#prj-downloads td.filename[aria-label="combined.selection.table.txt"]')
     link.wait_for()
     with page.expect_download() as download:
-        page.locator("#prj-downloads a", has_text="combined").first.click()
+        row = page.locator("#prj-downloads tr", has=page.locator('td.filename[aria-label="combined.selection.table.txt"]'))
+        row.locator("a").first.click()
     saved = tmp_path / "combined.selection.table.txt"
     download.value.save_as(saved)
     table = pd.read_csv(saved, sep="\t")

@@ -246,6 +246,7 @@ def heatmap_figure(frame: pd.DataFrame) -> go.Figure:
                                  colorbar=dict(title="detections"),
                                  hovertemplate="%{y}<br>%{x}<br>%{z} detections<extra></extra>"))
         fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="category")
     fig.update_layout(title="Species × date", height=180 + 22 * min(HEATMAP_SPECIES, max(1, len(per_day))),
                       template="plotly_white", margin=dict(l=10, r=10, t=50, b=40), xaxis_title="date")
     return fig
@@ -305,6 +306,7 @@ def browse(name: str, folders: list[str] | None, min_conf: float, sensitivity: f
         message += f"; the table shows the first {BROWSE_ROWS} (exports hold all)"
     table = frame[DETECTION_COLUMNS].head(BROWSE_ROWS).copy()
     table["score"] = table["score"].round(4)
+    table[["start_s", "end_s"]] = table[["start_s", "end_s"]].round(3)
     return message, table, heatmap_figure(frame), hour_figure(frame), removed
 
 
