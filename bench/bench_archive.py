@@ -46,8 +46,10 @@ def make_folder(folder: Path, files: int, seconds: float) -> float:
     rng = np.random.default_rng(0)
     total = 0.0
     for i in range(files):
-        sr = RATES[i % len(RATES)]
         ext, subtype = FORMATS[i % len(FORMATS)]
+        sr = RATES[i % len(RATES)]
+        if ext == "mp3" and sr > 48000:  # MPEG audio stops at 48 kHz
+            sr = 48000
         channels = 1 + (i // 2) % 2
         n = int(seconds * sr)
         tile = np.roll(tiles[sr], int(rng.integers(0, len(tiles[sr]))))

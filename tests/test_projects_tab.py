@@ -101,3 +101,29 @@ def test_projects_tab_without_data_root_explains_how(tmp_path):
             client.predict("x", "", None, "birdnet_v2_4", "", 1, api_name="/project_start")
     finally:
         running.stop()
+
+
+def test_uploads_and_zips_land_in_the_project_with_their_folders(tmp_path, great_tits):
+    import zipfile
+
+    from ui import projects
+    from ui.common import UserFacingError
+
+    projects.configure(projects_dir=tmp_path / "projects")
+    archive = tmp_path / "cards.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(great_tits[0].path, "siteA/20240515_063000.wav")
+        z.write(great_tits[1].path, "siteB/20240516_063000.wav")
+        z.writestr("siteB/notes.txt", "not audio")
+    target = projects._store_uploads(projects.project_dir("cards"), [str(archive), str(great_tits[2].path)])
+    found = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert found == sorted(["siteA/20240515_063000.wav", "siteB/20240516_063000.wav", great_tits[2].path.name])
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escape.wav", b"RIFF")
+    with pytest.raises(UserFacingError, match="contains '..'"):
+        projects._store_uploads(projects.project_dir("cards"), [str(evil)])
+    with pytest.raises(UserFacingError, match="project name"):
+        projects.project_dir("../x")
+    with pytest.raises(UserFacingError, match="server folders are off"):
+        projects.resolve_data_folder("anything")
