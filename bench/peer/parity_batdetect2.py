@@ -2,7 +2,7 @@
 
 The official package runs in its own virtual environment (``/work/batdetect2-venv``: ``pip install
 batdetect2==1.3.1``) through ``_official_batdetect2_runner.py``; rl_core runs here, through the standard recording
-path (``rl_core.inference.run_file``). Calls are matched by start time and low frequency (the same peak of the
+path (``rl_core.inference.analyse_recording``). Calls are matched by start time and low frequency (the same peak of the
 detection map); for matched calls the script compares the species (argmax), the 17 species probabilities, the
 detection probability, the box and the 32-d feature vector. Throughput: seconds of audio per second of wall time,
 both with 2 torch threads, one timed pass per file after a warm-up, in one run.
@@ -83,13 +83,13 @@ def main() -> int:
     import soundfile as sf
 
     from rl_core import load_model
-    from rl_core.inference import run_file
+    from rl_core.inference import analyse_recording
 
     torch.set_num_threads(args.threads)
     model = load_model("batdetect2_uk", device="cpu")
     def analyse(path: str):  # the one call site of the standard recording path
         start = time.perf_counter()
-        result = run_file(model, path)
+        result = analyse_recording(model, path)
         return result, time.perf_counter() - start
 
     analyse(files[0])  # warm-up, untimed
