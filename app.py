@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-files", type=int, default=500, help="most recordings per embedding map")
     parser.add_argument("--max-total-size", type=parse_size_mb, default=2000.0, metavar="SIZE",
                         help="largest total (unzipped) size of one embedding map's recordings (default 2GB)")
+    parser.add_argument("--max-duration", type=float, default=4 * 3600.0, metavar="SECONDS",
+                        help="longest recording analysed per file (default 14400 s = 4 h)")
+    parser.add_argument("--max-windows", type=int, default=20_000, metavar="N",
+                        help="most analysis windows per recording (default 20000)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip compiling UMAP in the background after start (the first map then takes ~20 s more)")
     parser.add_argument("--leaderboard-dir", default=None, help="leaderboard data folder (default: leaderboard_data/)")
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     limit_malloc_arenas()
     configure(device=args.device, max_file_size_mb=args.max_file_size, max_files=args.max_files,
-              max_total_mb=args.max_total_size)
+              max_total_mb=args.max_total_size, max_duration_s=args.max_duration, max_windows=args.max_windows)
     for name in args.preload:
         log.info("preloading %s on %s", name, args.device)
         try:

@@ -83,13 +83,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--startups", type=int, default=3)
     parser.add_argument("--only-startup", action="store_true", help="measure the start-up time only")
+    parser.add_argument("--only-latency", action="store_true",
+                        help="measure the warm 10-s clip latency only (no start-up or concurrency rounds)")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
     work = Path(tempfile.mkdtemp(prefix="bench_app_"))
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
 
-    starts = [startup_to_page(work) for _ in range(args.startups)]
+    starts = [] if args.only_latency else [startup_to_page(work) for _ in range(args.startups)]
     if starts:
         report_startup(starts)
     if args.only_startup:
@@ -114,6 +116,8 @@ def main() -> None:
         latencies = [one_request(client) for _ in range(args.repeats)]
         print(f"warm 10-s clip via gradio_client ({MODEL}): median {statistics.median(latencies):.3f} s, "
               f"min {min(latencies):.3f}, max {max(latencies):.3f} over {args.repeats} (target median <= 1.5 s)")
+        if args.only_latency:
+            return
 
         def run_round() -> tuple[list[float], list[BaseException], float, float]:
             results: list[float | BaseException] = []

@@ -6,7 +6,7 @@ One 10-minute 48 kHz 16-bit recording is generated in a temp dir (the real pykan
 tiled, plus faint noise). Each variant runs the whole file; variants are interleaved round by round, in rotated
 order (the CPU is shared), and the best and median rounds are reported, with CPU seconds. Timings exclude model loading:
 
-* ours: ``rl_core.inference.run_file(model, path)`` (decode + windowing + inference, scores and embeddings);
+* ours: ``rl_core.inference.analyse_recording(model, path)`` (decode + windowing + inference, scores and embeddings);
 * official: ``birdnet==1.3.1`` ``load_custom(..., library="litert")`` on the same .tflite and labels, its
   ``predict`` call with default workers (physical cores) and batch 1, run in a subprocess with the interpreter of
   a separate venv (``--birdnet-python``, default /work/birdnet-venv/bin/python); skipped with a printed reason when
@@ -47,11 +47,11 @@ def ours_variant(batch_size: int, num_threads: int | None):
     load_s = time.perf_counter() - start
 
     def run(path: Path):
-        from rl_core.inference import run_file
+        from rl_core.inference import analyse_recording
 
         cpu0 = _cpu_seconds()
         start = time.perf_counter()
-        result = run_file(model, path)
+        result = analyse_recording(model, path)
         return time.perf_counter() - start, _cpu_seconds() - cpu0, result
 
     return load_s, run
@@ -99,11 +99,11 @@ def main() -> None:
         variants: dict[str, object] = {}
         for b in [int(x) for x in args.batch_sizes.split(",") if x]:
             load_s, run = ours_variant(b, None)
-            variants[f"rl_core run_file, batch {b}"] = run
+            variants[f"rl_core analyse_recording, batch {b}"] = run
             print(f"loaded rl_core BirdNET batch {b} in {load_s:.2f} s")
         if args.threads_1:
             load_s, run = ours_variant(1, 1)
-            variants["rl_core run_file, batch 1, num_threads=1"] = run
+            variants["rl_core analyse_recording, batch 1, num_threads=1"] = run
 
         official_name = f"official birdnet 1.3.1 litert (batch 1, n_workers={args.official_workers or 'default'})"
         have_official = Path(args.birdnet_python).is_file()

@@ -1,12 +1,12 @@
-"""Peak memory of BirdNET on a one-hour 48 kHz recording: ``run_file`` and ``python -m rl_core predict``.
+"""Peak memory of BirdNET on a one-hour 48 kHz recording: ``analyse_recording`` and ``python -m rl_core predict``.
 
     cd <repo> && .venv/bin/python -m bench.bench_birdnet_memory [--seconds 3600] [--skip-cli]
 
 A one-hour 48 kHz 16-bit WAV is generated block by block in a temp dir (real pykanto songs tiled, see
 _recordings.py). Target: the process grows by <= 500 MB above its idle state with the model loaded.
 
-* run_file: a fresh process loads the model (``rl_core.cache.get_model``), runs one warm-up window, records its
-  idle RSS, resets the kernel's peak-RSS mark (``/proc/self/clear_refs`` = 5), runs ``run_file`` on the hour and
+* analyse_recording: a fresh process loads the model (``rl_core.cache.get_model``), runs one warm-up window, records its
+  idle RSS, resets the kernel's peak-RSS mark (``/proc/self/clear_refs`` = 5), runs ``analyse_recording`` on the hour and
   reads the peak (VmHWM). Growth = peak - idle.
 * CLI: ``python -m rl_core predict birdnet_v2_4 <file> --csv out.csv`` as its own process; its lifetime peak RSS
   comes from ``os.wait4``. Its idle state is measured by a second process that imports the CLI, loads the model
@@ -42,7 +42,7 @@ RUN_FILE_CHILD = _STATUS + textwrap.dedent(
     """
     import gc, json, sys, time, torch
     from rl_core.cache import get_model
-    from rl_core.inference import run_file
+    from rl_core.inference import analyse_recording
     model = get_model("birdnet_v2_4")
     model.embed_and_score(torch.zeros(1, 144000))  # warm up the interpreter
     gc.collect()
@@ -50,7 +50,7 @@ RUN_FILE_CHILD = _STATUS + textwrap.dedent(
     idle = _kb("VmRSS")
     open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
     start = time.perf_counter()
-    result = run_file(model, sys.argv[1])
+    result = analyse_recording(model, sys.argv[1])
     elapsed = time.perf_counter() - start
     peak = _kb("VmHWM")
     print(json.dumps({"idle": idle, "peak": peak, "load_peak": load_peak, "seconds": elapsed,
@@ -98,10 +98,10 @@ def main() -> None:
         stats = child_json(RUN_FILE_CHILD, str(path))
         assert stats["windows"] == int(round(args.seconds / 3)), stats["windows"]
         growth = (stats["peak"] - stats["idle"]) / MB
-        print(f"run_file: idle {stats['idle'] / MB:.0f} MB (peak while loading {stats['load_peak'] / MB:.0f} MB), "
-              f"peak during run_file {stats['peak'] / MB:.0f} MB, growth {growth:.0f} MB, "
+        print(f"analyse_recording: idle {stats['idle'] / MB:.0f} MB (peak while loading {stats['load_peak'] / MB:.0f} MB), "
+              f"peak during analyse_recording {stats['peak'] / MB:.0f} MB, growth {growth:.0f} MB, "
               f"{stats['windows']} windows in {stats['seconds']:.0f} s", flush=True)
-        rows.append(("run_file (in-process)", stats["idle"], stats["peak"], growth, stats["seconds"]))
+        rows.append(("analyse_recording (in-process)", stats["idle"], stats["peak"], growth, stats["seconds"]))
 
         if not args.skip_cli:
             idle = child_json(CLI_IDLE_CHILD)

@@ -6,6 +6,11 @@
   ``librosa.resample(res_type="kaiser_best", scale=True)`` (the framework's reproducibility rule).
 * Long files are read block by block (float32) and resampled with overlapping context, so a one-hour 48 kHz
   file never sits in memory at once; the result equals resampling the whole file (to float precision).
+* Windows (``iter_windows``): ``window_s`` long, one every ``hop_s`` seconds from 0. The last partial window
+  rule: after the last whole window, the rest is zero-padded into one more window when it holds at least a
+  quarter of a window (``MIN_TAIL_FRACTION``) of audio no earlier window covered; a shorter rest is dropped (it
+  would mostly embed silence). A recording shorter than one window gives one zero-padded window.
+* ``audio_info`` reads the header once; pass its result (``info=``) on to the readers so they do not read it again.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -36,6 +41,8 @@ SUPPORTED_EXTENSIONS = frozenset(
 )
 _FFMPEG_ONLY = frozenset({".m4a", ".aac"})
 BLOCK_SECONDS = 60.0
+#: a tail shorter than this fraction of a window (of audio no earlier window covered) gets no window of its own
+MIN_TAIL_FRACTION = 0.25
 RESAMPLE_TYPE = "kaiser_best"
 
 
@@ -46,6 +53,8 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
+    #: "soundfile" or "audioread" (formats libsndfile cannot read, decoded whole through ffmpeg)
+    decoder: str = "soundfile"
 
     @property
     def duration_s(self) -> float:
@@ -142,7 +151,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     frames = int(round(duration * sr))
     if frames <= 0:
         raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
-    return AudioInfo(path, sr, channels, frames, path.suffix.lstrip(".").upper())
+    return AudioInfo(path, sr, channels, frames, path.suffix.lstrip(".").upper(), decoder="audioread")
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:
@@ -158,7 +167,7 @@ def _check_finite(block: np.ndarray, path: Path) -> None:
 
 def _iter_native_blocks(path: Path, info: AudioInfo, block_frames: int, context: int) -> Iterator[tuple[np.ndarray, int, int]]:
     """Yield (mono float32 block with context, left context used, right context used) at the native rate."""
-    if path.suffix.lower() in _FFMPEG_ONLY or _needs_fallback(path):
+    if info.decoder == "audioread":
         data, _ = _decode_with_librosa(path)
         for start in range(0, data.shape[0], block_frames):
             lo = max(0, start - context)
@@ -184,14 +193,6 @@ def _iter_native_blocks(path: Path, info: AudioInfo, block_frames: int, context:
         raise _bad_file(path, str(err)) from None
 
 
-def _needs_fallback(path: Path) -> bool:
-    try:
-        sf.info(str(path))
-        return False
-    except sf.LibsndfileError:
-        return True
-
-
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """librosa kaiser_best resampling with scale=True (the framework's rule)."""
     if orig_sr == target_sr:
@@ -203,14 +204,18 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     )
 
 
-def iter_audio_blocks(path: str | Path, target_sr: int | None = None, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def iter_audio_blocks(
+    path: str | Path, target_sr: int | None = None, block_seconds: float = BLOCK_SECONDS, info: AudioInfo | None = None
+) -> Iterator[np.ndarray]:
     """Mono float32 blocks of the recording at ``target_sr`` (native rate when None), in order.
 
     Blocks are resampled with one second of context on each side, trimmed afterwards, so concatenating the
-    blocks equals resampling the whole file.
+    blocks equals resampling the whole file. ``info``: the file's ``audio_info`` when the caller has it already.
     """
-    path = _check_path(path)
-    info = audio_info(path)
+    if info is None:
+        path = _check_path(path)
+        info = audio_info(path)
+    path = Path(path)
     sr = info.sample_rate
     target_sr = target_sr or sr
     # Block length in input frames chosen so that each block maps to a whole number of output samples.
@@ -243,23 +248,49 @@ def load_audio(path: str | Path, target_sr: int | None = None) -> tuple[np.ndarr
     return np.concatenate(list(iter_audio_blocks(path, sr))), sr
 
 
+def _window_sizes(target_sr: int, window_s: float, hop_s: float | None) -> tuple[int, int]:
+    hop_s = window_s if hop_s is None else hop_s
+    if not (hop_s > 0 and window_s > 0 and math.isfinite(hop_s)):
+        raise ValueError("window_s and hop_s must be positive")
+    return int(round(window_s * target_sr)), max(1, int(round(hop_s * target_sr)))
+
+
+def _keeps_tail(total: int, next_start: int, hop: int, win: int) -> bool:
+    """The last partial window rule (module docstring): does the rest from ``next_start`` get a window?"""
+    if next_start == 0:
+        return total > 0  # shorter than one window: one padded window
+    covered_until = next_start - hop + win
+    fresh = total - max(covered_until, next_start)
+    return fresh > 0 and fresh >= MIN_TAIL_FRACTION * win
+
+
+def count_windows(num_samples: int, target_sr: int, window_s: float, hop_s: float | None = None) -> int:
+    """How many windows ``iter_windows`` gives for ``num_samples`` samples at ``target_sr`` (without decoding)."""
+    win, hop = _window_sizes(target_sr, window_s, hop_s)
+    full = 0 if num_samples < win else (num_samples - win) // hop + 1
+    return full + int(_keeps_tail(num_samples, full * hop, hop, win))
+
+
 def iter_windows(
-    path: str | Path, target_sr: int, window_s: float, hop_s: float | None = None
+    path: str | Path, target_sr: int, window_s: float, hop_s: float | None = None, info: AudioInfo | None = None
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(start_s, window)`` of ``window_s`` seconds every ``hop_s`` seconds at ``target_sr``.
 
-    The last window is zero-padded; a recording shorter than one window gives one padded window.
+    The last partial window follows the rule in the module docstring (``MIN_TAIL_FRACTION``).
     """
-    hop_s = window_s if hop_s is None else hop_s
-    if hop_s <= 0 or window_s <= 0:
-        raise ValueError("window_s and hop_s must be positive")
-    win = int(round(window_s * target_sr))
-    hop = int(round(hop_s * target_sr))
+    return windows_of_blocks(iter_audio_blocks(path, target_sr, info=info), target_sr, window_s, hop_s)
+
+
+def windows_of_blocks(
+    blocks: Iterable[np.ndarray], target_sr: int, window_s: float, hop_s: float | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
+    """``iter_windows`` over consecutive mono blocks already at ``target_sr`` (e.g. ``[audio]`` held in memory)."""
+    win, hop = _window_sizes(target_sr, window_s, hop_s)
     buffer = np.zeros(0, dtype=np.float32)
     offset = 0  # absolute sample index of buffer[0]
     next_start = 0
     total = 0
-    for block in iter_audio_blocks(path, target_sr):
+    for block in blocks:
         buffer = np.concatenate([buffer, block]) if buffer.size else block
         total += block.shape[0]
         while next_start + win <= offset + buffer.shape[0]:
@@ -269,9 +300,7 @@ def iter_windows(
         drop = max(0, next_start - offset)
         buffer = buffer[drop:]
         offset += drop
-    # Tail: a final zero-padded window when samples remain that no window covered.
-    covered_until = next_start - hop + win if next_start > 0 else 0
-    if total > covered_until and next_start < total:
+    if next_start < total and _keeps_tail(total, next_start, hop, win):
         rel = next_start - offset
         tail = buffer[rel:]
         yield next_start / target_sr, np.pad(tail, (0, win - tail.shape[0]))

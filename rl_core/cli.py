@@ -33,7 +33,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def _run_files(args: argparse.Namespace, want_scores: bool):
     """Run the model on each file; bad files are reported and skipped so the others still finish."""
     from rl_core.cache import get_model
-    from rl_core.inference import run_file
+    from rl_core.inference import AnalysisLimits, analyse_recording, unique_names
 
     model = get_model(args.model, device=args.device)
     if want_scores and not model.has_classifier:
@@ -45,10 +45,14 @@ def _run_files(args: argparse.Namespace, want_scores: bool):
         if model.name != "birdnet" or args.lon is None or args.week is None:
             raise RLCoreError("--lat/--lon/--week (BirdNET's location filter) need all three and a BirdNET model")
         class_mask = expected_species_mask(args.lat, args.lon, args.week)
+    limits = AnalysisLimits(max_duration_s=args.max_duration, max_windows=args.max_windows)
+    keep_top = args.top_k if want_scores else None
     results, failures = [], 0
-    for file in args.files:
+    for file, name in zip(args.files, unique_names([Path(f).name for f in args.files])):
         try:
-            results.append(run_file(model, file, hop_s=args.hop, want_scores=want_scores, class_mask=class_mask))
+            results.append(analyse_recording(model, file, name=name, hop_s=args.hop, want_scores=want_scores,
+                                             want_embeddings=not want_scores, class_mask=class_mask,
+                                             limits=limits, keep_top=keep_top))
         except RLCoreError as err:
             failures += 1
             print(f"error: {file}: {err}", file=sys.stderr)
@@ -75,13 +79,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     results, failures = _run_files(args, want_scores=False)
     if results:
-        save_embeddings_npz(results, args.out)
-        print(f"wrote {len(results)} embedding row(s) of dim {results[0].embeddings.shape[1]} to {args.out}",
-              file=sys.stderr)
+        save_embeddings_npz(results, args.out, model=args.model)
+        rows = sum(r.num_windows for r in results)
+        print(f"wrote {rows} window embedding(s) of dim {results[0].embeddings.shape[1]} from {len(results)} "
+              f"file(s) to {args.out}", file=sys.stderr)
     return 1 if failures or not results else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rl_core.inference import AnalysisLimits
+
     parser = argparse.ArgumentParser(prog="python -m rl_core", description="Bioacoustic representation models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
         p.add_argument("--hop", type=float, default=None, help="seconds between windows (default: window length)")
         p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+        p.add_argument("--max-duration", type=float, default=AnalysisLimits.max_duration_s, metavar="SECONDS",
+                       help="longest recording analysed (default: %(default)g s)")
+        p.add_argument("--max-windows", type=int, default=AnalysisLimits.max_windows, metavar="N",
+                       help="most analysis windows per recording (default: %(default)d)")
 
     predict = sub.add_parser("predict", help="top-k classes per window as CSV")
     add_run_args(predict)
@@ -107,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--week", type=int, help="BirdNET location filter: week of year, 1-48 (4 per month)")
     predict.set_defaults(func=cmd_predict)
 
-    embed = sub.add_parser("embed", help="one pooled embedding per file, saved as .npz")
+    embed = sub.add_parser("embed", help="window embeddings of each file, saved as .npz (layout: README)")
     add_run_args(embed)
     embed.add_argument("--out", required=True, help="output .npz path")
     embed.set_defaults(func=cmd_embed)

@@ -44,6 +44,14 @@ class InvalidAudioTensorError(AudioError, ValueError):
     """A tensor passed to a model has the wrong rank, dtype or length."""
 
 
+class UnsupportedSampleRateError(AudioError):
+    """The recording's sample rate is outside what rl_core analyses (a damaged or mislabelled header)."""
+
+
+class LimitExceededError(RLCoreError):
+    """An analysis would exceed a configured limit (duration, window count); the message names the setting."""
+
+
 # --- models, configs and registry -----------------------------------------------------------------
 class ConfigError(RLCoreError, ValueError):
     """A model spec, YAML file or keyword argument is invalid (unknown key, wrong type)."""

@@ -20,49 +20,23 @@ Pooling = Literal["mean", "max"]
 METHODS = ("UMAP", "PCA", "t-SNE")
 
 
-def pool_windows(embeddings: np.ndarray, pooling: Pooling = "mean") -> np.ndarray:
-    """(N, D) window embeddings -> (D,) by mean or max over windows."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-        raise ConfigError(f"expected (windows, dim) embeddings with at least one window, got {embeddings.shape}")
-    if pooling == "mean":
-        return embeddings.mean(axis=0)
-    if pooling == "max":
-        return embeddings.max(axis=0)
-    raise ConfigError(f"unknown pooling '{pooling}': use mean or max")
-
-
 def file_embedding(
     model: Any,
     path: str | Path,
     layer: str = "last_layer",
     pooling: Pooling = "mean",
     progress: Callable[[float, str], None] | None = None,
+    limits: Any = None,
 ) -> np.ndarray:
-    """The (D,) embedding of one recording from ``layer`` of ``model``, pooled over windows (and tokens)."""
+    """The (D,) embedding of one recording from ``layer`` of ``model``: ``rl_core.inference.analyse_recording``'s
+    window embeddings (tokens aggregated by ``pooling``), pooled over windows by ``pooling``."""
+    from rl_core.inference import analyse_recording
+
     if pooling not in ("mean", "max"):
         raise ConfigError(f"unknown pooling '{pooling}': use mean or max")
-    layers = model.list_layers() if hasattr(model, "list_layers") else []
-    if layer in ("last_layer", "", None) or not layers:
-        if layer not in ("last_layer", "", None):
-            raise ConfigError(f"{type(model).__name__} exposes no intermediate layers; use layer 'last_layer'")
-        from rl_core.inference import run_file
-
-        result = run_file(model, path, want_scores=False, want_embeddings=True, progress=progress)
-        return pool_windows(result.embeddings, pooling)
-
-    # An intermediate layer: hook it window by window (rl_core.audio streams long files).
-    from rl_core.audio import audio_info, iter_windows
-
-    window_s = model.window_samples / model.sample_rate
-    total = max(audio_info(path).duration_s / window_s, 1.0)
-    rows = []
-    for i, (_start, window) in enumerate(iter_windows(path, model.sample_rate, window_s, window_s)):
-        emb = model.extract_embeddings(window[None, :], layers=layer, aggregation=pooling)
-        rows.append(emb.detach().float().cpu().numpy()[0])
-        if progress is not None:
-            progress(min((i + 1) / total, 1.0), f"{Path(path).name}: window {i + 1}")
-    return pool_windows(np.stack(rows), pooling)
+    result = analyse_recording(model, path, layers=layer or "last_layer", aggregation=pooling, want_scores=False,
+                               progress=progress, limits=limits)
+    return result.pooled_embedding(pooling)
 
 
 def project(

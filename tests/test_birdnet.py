@@ -10,7 +10,7 @@ import rl_core
 from rl_core import describe_model, load_model
 from rl_core.cache import get_model
 from rl_core.errors import ConfigError
-from rl_core.inference import run_file
+from rl_core.inference import analyse_recording
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_great_tit_top1_on_all_twenty_songs(birdnet, great_tits):
     assert len(great_tits) == 20
     tops = []
     for song in great_tits:
-        result = run_file(birdnet, song.path)
+        result = analyse_recording(birdnet, song.path)
         tops.append(result.file_summary(1).scientific_name[0])
     assert tops == ["Parus major"] * 20
 
@@ -51,7 +51,7 @@ def test_great_tit_top1_on_all_twenty_songs(birdnet, great_tits):
 def test_storm_petrel_scores(birdnet, storm_petrels):
     assert len(storm_petrels) == 2
     for path in storm_petrels:
-        result = run_file(birdnet, path)
+        result = analyse_recording(birdnet, path)
         index = result.labels.index("Hydrobates pelagicus")
         assert result.scores[:, index].max() >= 0.95
         table = result.top_k_table(3)
@@ -61,7 +61,7 @@ def test_storm_petrel_scores(birdnet, storm_petrels):
 
 def test_embeddings_tell_individuals_apart(birdnet, great_tits):
     """Leave-one-out 1-NN (cosine) on pooled embeddings separates the two great tits."""
-    pooled = np.stack([run_file(birdnet, s.path, want_scores=False).pooled_embedding() for s in great_tits])
+    pooled = np.stack([analyse_recording(birdnet, s.path, want_scores=False).pooled_embedding() for s in great_tits])
     labels = np.array([s.label for s in great_tits])
     assert sorted(set(labels)) == ["B32", "SW83"]
     unit = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -72,7 +72,7 @@ def test_embeddings_tell_individuals_apart(birdnet, great_tits):
 
 
 def test_windows_and_batching_agree(birdnet, storm_petrels):
-    result = run_file(birdnet, storm_petrels[0], hop_s=1.5)
+    result = analyse_recording(birdnet, storm_petrels[0], hop_s=1.5)
     assert np.allclose(np.diff(result.starts), 1.5)
     single = birdnet.embed_and_score(torch.zeros(1, 144000))[1]
     double = birdnet.embed_and_score(torch.zeros(2, 144000))[1]

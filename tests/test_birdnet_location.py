@@ -8,7 +8,7 @@ from rl_core import load_class_mapping
 from rl_core.birdnet_location import expected_species_mask, week_of
 from rl_core.cache import get_model
 from rl_core.errors import ConfigError
-from rl_core.inference import run_file
+from rl_core.inference import analyse_recording
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_ithaca_in_may_and_oxford_in_april(index):
 def test_filter_changes_reported_species_only(great_tits, index):
     model = get_model("birdnet_v2_4")
     ithaca = expected_species_mask(42.44, -76.50, week_of(5, 15))
-    result = run_file(model, great_tits[0].path, class_mask=ithaca)
+    result = analyse_recording(model, great_tits[0].path, class_mask=ithaca)
     assert result.top_k_table(1).scientific_name[0] != "Parus major"  # not expected in Ithaca
     assert result.scores[0, index["Parus major"]] > 0.5  # raw scores are kept
 

@@ -44,8 +44,8 @@ def test_embed_npz(tmp_path, storm_petrels):
     out = tmp_path / "emb.npz"
     result = run_cli("embed", "birdnet_v2_4", *map(str, storm_petrels), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    data = np.load(out)
-    assert data["embeddings"].shape == (2, 1024)
+    data = np.load(out)  # window embeddings (layout: README; tests/test_one_path.py checks it in full)
+    assert data["embeddings"].shape == (10, 1024) and np.bincount(data["file_index"]).tolist() == [5, 5]
     assert list(data["files"]) == [p.name for p in storm_petrels]
 
 

@@ -33,11 +33,11 @@ def test_one_hour_predict_peak_memory(one_hour_wav):
         f"""
         import json, psutil, torch
         from rl_core.cache import get_model
-        from rl_core.inference import run_file
+        from rl_core.inference import analyse_recording
         model = get_model("birdnet_v2_4")
         model.embed_and_score(torch.zeros(1, 144000))  # warm up the interpreter
         idle = psutil.Process().memory_info().rss
-        result = run_file(model, {str(one_hour_wav)!r})
+        result = analyse_recording(model, {str(one_hour_wav)!r})
         # VmHWM, not getrusage's ru_maxrss: on Linux a child's ru_maxrss starts at the parent's RSS at
         # fork (the pytest process, large after other model tests), VmHWM starts fresh at exec.
         peak = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))

@@ -41,6 +41,9 @@ class Settings:
     max_files: int = 500
     #: largest total size of the recordings in one request, after unzipping (zip-bomb guard)
     max_total_mb: float = 2000.0
+    #: per recording: longest duration analysed and most analysis windows (rl_core.inference.AnalysisLimits)
+    max_duration_s: float = 4 * 3600.0
+    max_windows: int = 20_000
 
 
 SETTINGS = Settings()
@@ -53,6 +56,13 @@ def configure(**values: Any) -> Settings:
             raise TypeError(f"unknown setting '{key}'")
         setattr(SETTINGS, key, value)
     return SETTINGS
+
+
+def analysis_limits():
+    """The per-recording limits of this server, for ``rl_core.inference.analyse_recording``."""
+    from rl_core.inference import AnalysisLimits
+
+    return AnalysisLimits(max_duration_s=SETTINGS.max_duration_s, max_windows=SETTINGS.max_windows)
 
 
 def model_concurrency_id() -> str:

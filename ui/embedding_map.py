@@ -26,6 +26,7 @@ from ui.common import (
     EXAMPLES_DIR,
     SETTINGS,
     UserFacingError,
+    analysis_limits,
     check_file_size,
     default_model,
     describe_error,
@@ -234,7 +235,8 @@ def build_map(
         step(0.0)
         try:
             check_file_size(item.path)
-            vectors.append(file_embedding(model, item.path, layer=layer, pooling=pooling, progress=step))
+            vectors.append(file_embedding(model, item.path, layer=layer, pooling=pooling, progress=step,
+                                          limits=analysis_limits()))
             kept.append(item)
         except Exception as exc:  # noqa: BLE001 - named, the rest go on
             errors.append(describe_error(exc, item.name))

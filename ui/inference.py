@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from ui.common import (
+    analysis_limits,
     check_file_size,
     default_model,
     describe_error,
@@ -30,11 +30,12 @@ from ui.common import (
     UserFacingError,
 )
 from ui.malloc import release_memory
-from ui.spectrogram import playable_audio, spectrogram_image
+from ui.spectrogram import playable_audio, read_preview, spectrogram_image
 
 log = logging.getLogger(__name__)
 
 TIMELINE_SPECIES = 10
+SPECIES_THRESHOLD = 0.5
 SUMMARY_COLUMNS = ["file", "duration (s)", "windows", "top species", "common name", "best score"]
 SPECIES_COLUMNS = ["rank", "scientific name", "common name", "max score", "mean score", "at (s)", "windows ≥ 0.5"]
 
@@ -73,25 +74,15 @@ class AnalysisResult:
 
 
 def species_table(result: Any, k: int) -> pd.DataFrame:
-    """Top-k species of one file by their highest window score, with when and how often they occur."""
-    scores = np.asarray(result.scores)
-    best = scores.max(axis=0)
-    order = np.argsort(-best)[:k]
-    common = result.common_names or [""] * len(result.labels)
-    rows = []
-    for rank, c in enumerate(order, start=1):
-        at = float(result.starts[int(np.argmax(scores[:, c]))])
-        rows.append([rank, result.labels[c], common[c], round(float(best[c]), 4),
-                     round(float(scores[:, c].mean()), 4), round(at, 2), int((scores[:, c] >= 0.5).sum())])
-    return pd.DataFrame(rows, columns=SPECIES_COLUMNS)
-
-
-def _timeline(result: Any) -> tuple[list[float], list[str], list[list[float]]]:
-    scores = np.asarray(result.scores)
-    top = np.argsort(-scores.max(axis=0))[:TIMELINE_SPECIES]
-    common = result.common_names or [""] * len(result.labels)
-    labels = [f"{common[c]} ({result.labels[c]})" if common[c] else result.labels[c] for c in top]
-    return [float(s) for s in result.starts], labels, scores[:, top].T.round(4).tolist()
+    """Top-k species of one file (``RecordingResult.file_summary``) with the tab's column names."""
+    summary = result.file_summary(k, threshold=SPECIES_THRESHOLD)
+    table = pd.DataFrame({
+        "rank": summary["rank"], "scientific name": summary["scientific_name"],
+        "common name": summary["common_name"], "max score": summary["max_score"].round(4),
+        "mean score": summary["mean_score"].round(4), "at (s)": summary["best_window_start_s"].round(2),
+        "windows ≥ 0.5": summary["windows_at_or_above"],
+    })
+    return table[SPECIES_COLUMNS]
 
 
 def timeline_figure(view: FileView | None) -> go.Figure:
@@ -137,7 +128,14 @@ def analyse(
     progress: Any = None,
 ) -> AnalysisResult:
     """Run ``model_name`` on every file; per-file views, error messages and download files."""
-    from rl_core.inference import predictions_csv, raven_selection_table, run_file
+    from rl_core.audio import audio_info
+    from rl_core.inference import (
+        analyse_recording,
+        predictions_csv,
+        raven_selection_table,
+        save_embeddings_npz,
+        unique_names,
+    )
 
     paths = resolve_inputs(files, example)
     top_k = int(top_k)
@@ -151,55 +149,47 @@ def analyse(
         raise UserFacingError(describe_error(exc, f"model {model_name} could not be loaded")) from None
     out = new_output_dir("inference")
     analysis = AnalysisResult(model=model_name)
-    results, embeddings = [], []
-    for i, path in enumerate(paths):
-        name = display_name(path)
-        if name in analysis.files:  # two uploads with one name: keep both apart
-            name = f"{name} ({i + 1})"
+    results = []
+    limits = analysis_limits()
+    # two uploads with one name (song.wav twice) become song.wav and song (2).wav in every output
+    names = unique_names([display_name(p) for p in paths])
+    for i, (path, name) in enumerate(zip(paths, names)):
 
         def file_progress(fraction: float, message: str = "", i: int = i, name: str = name) -> None:
             report((i + fraction) / len(paths), f"{name}: {message}" if message else name)
 
         try:
             check_file_size(path)
-            result = run_file(model, path, want_scores=True, want_embeddings=True, progress=file_progress)
-            has_scores = result.scores is not None
-            spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.png", title=name)
-            audio, caption = playable_audio(path, out)
+            info = audio_info(path)  # the one header read of this request
+            result = analyse_recording(model, path, name=name, info=info, limits=limits, progress=file_progress)
+            has_scores = result.has_scores
+            preview = read_preview(path, info)  # the first minute, decoded once for the image and the player
+            spec_path = spectrogram_image(path, out / f"{i:03d}_spectrogram.png", title=name, preview=preview)
+            audio, caption = playable_audio(path, out, info=info, preview=preview, name=name)
         except Exception as exc:  # noqa: BLE001 - reported by name, the other files go on
             analysis.errors.append(describe_error(exc, name))
             continue
-        starts, labels, scores = _timeline(result) if has_scores else ([], [], [])
-        edges = [*starts, float(result.ends[-1])] if starts else []
+        timeline = result.timeline(TIMELINE_SPECIES)
         analysis.files[name] = FileView(
             name=name, duration_s=float(result.duration_s),
             species=species_table(result, top_k) if has_scores else pd.DataFrame(columns=SPECIES_COLUMNS),
-            timeline_starts=starts, timeline_edges=edges, timeline_labels=labels, timeline_scores=scores,
+            timeline_starts=timeline.starts, timeline_edges=timeline.edges, timeline_labels=timeline.labels,
+            timeline_scores=timeline.scores.round(4).tolist(),
             spectrogram=str(spec_path), audio=audio, audio_caption=caption,
         )
         results.append(result)
-        if result.embeddings is not None:
-            embeddings.append((name, result))
         if has_scores:
             raven = out / f"{Path(name).stem}.selections.txt"
             raven.write_text(raven_selection_table(result, top_k))
             analysis.downloads.append(str(raven))
 
     report(1.0, "writing downloads")
-    if results and all(r.scores is not None for r in results):
+    if results and all(r.has_scores for r in results):
         csv_path = out / "predictions.csv"
         csv_path.write_text(predictions_csv(results, top_k))
         analysis.downloads.insert(0, str(csv_path))
-    if embeddings:
-        npz_path = out / "embeddings.npz"
-        np.savez_compressed(
-            npz_path,
-            files=np.array([n for n, r in embeddings for _ in range(len(r.starts))]),
-            start_s=np.concatenate([np.asarray(r.starts, dtype=np.float64) for _, r in embeddings]),
-            end_s=np.concatenate([np.asarray(r.ends, dtype=np.float64) for _, r in embeddings]),
-            embeddings=np.concatenate([np.asarray(r.embeddings, dtype=np.float32) for _, r in embeddings]),
-            model=np.array(model_name),
-        )
+    if any(r.embeddings is not None for r in results):
+        npz_path = save_embeddings_npz(results, out / "embeddings.npz", model=model_name)
         analysis.downloads.append(str(npz_path))
     analysis.summary = pd.DataFrame([
         [v.name, round(v.duration_s, 2), len(r.starts),

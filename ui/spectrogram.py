@@ -7,6 +7,7 @@ Works at any sample rate: bat and rodent recordings at 250-384 kHz get their ful
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -19,16 +20,21 @@ BROWSER_MAX_RATE = 48000
 TIME_EXPANSION = 10
 
 
-def read_preview(path: str | Path, seconds: float = PREVIEW_SECONDS) -> tuple[np.ndarray, int]:
-    """The first ``seconds`` of a recording, mono float32 at its own rate (streamed: long files stay cheap)."""
-    from rl_core.audio import audio_info, iter_windows
+def read_preview(path: str | Path, info: Any = None, seconds: float = PREVIEW_SECONDS) -> tuple[np.ndarray, int]:
+    """The first ``seconds`` of a recording, mono float32 at its own rate (only that much is decoded).
 
-    info = audio_info(path)
-    seconds = min(seconds, max(info.duration_s, 1e-3))
-    for _start, window in iter_windows(path, info.sample_rate, seconds, seconds):
-        n = int(round(min(info.duration_s, seconds) * info.sample_rate))
-        return np.asarray(window[:n], dtype=np.float32), info.sample_rate
-    return np.zeros(0, dtype=np.float32), info.sample_rate
+    ``info``: the file's ``rl_core.audio.audio_info`` when the request has read it already.
+    """
+    from rl_core.audio import audio_info, iter_audio_blocks
+
+    info = info or audio_info(path)
+    blocks = iter_audio_blocks(path, None, block_seconds=seconds, info=info)
+    try:
+        first = next(blocks)
+    finally:
+        blocks.close()
+    n = int(round(min(info.duration_s, seconds) * info.sample_rate))
+    return np.asarray(first[:n], dtype=np.float32), info.sample_rate
 
 
 def _viridis(n: int = 256) -> np.ndarray:
@@ -55,10 +61,14 @@ def spectrogram_db(audio: np.ndarray, sr: int, max_frames: int = 1400) -> tuple[
     return db, hop / sr
 
 
-def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "") -> Path:
-    """Draw the spectrogram of (the start of) a recording as a PNG with kHz and seconds axes."""
+def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "",
+                      preview: tuple[np.ndarray, int] | None = None) -> Path:
+    """Draw the spectrogram of (the start of) a recording as a PNG with kHz and seconds axes.
+
+    ``preview``: ``read_preview(path)`` when the caller has decoded it already.
+    """
     global _LUT
-    audio, sr = read_preview(path)
+    audio, sr = preview or read_preview(path)
     db, hop_s = spectrogram_db(audio, sr)
     if _LUT is None:
         _LUT = _viridis()
@@ -92,17 +102,21 @@ def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "") -
     return out_path
 
 
-def playable_audio(path: str | Path, out_dir: str | Path) -> tuple[str | None, str]:
-    """A file the browser can play and a caption: the original, a WAV copy, or a 10x time-expanded copy."""
+def playable_audio(path: str | Path, out_dir: str | Path, info: Any = None,
+                   preview: tuple[np.ndarray, int] | None = None, name: str | None = None) -> tuple[str | None, str]:
+    """A file the browser can play and a caption: the original, a WAV copy, or a 10x time-expanded copy.
+
+    ``info``/``preview``: the file's ``audio_info`` and ``read_preview`` when the request has them already;
+    ``name``: the name the copy is saved under (default: the file's).
+    """
+    from rl_core.audio import audio_info
+
     path = Path(path)
-    try:
-        rate = sf.info(str(path)).samplerate
-    except Exception:  # noqa: BLE001 - formats soundfile cannot open are decoded by rl_core below
-        rate = None
-    if rate is not None and rate <= BROWSER_MAX_RATE and path.suffix.lower() in BROWSER_FORMATS:
+    info = info or audio_info(path)
+    if info.decoder == "soundfile" and info.sample_rate <= BROWSER_MAX_RATE and path.suffix.lower() in BROWSER_FORMATS:
         return str(path), "Original recording"
-    audio, sr = read_preview(path)
-    out = Path(out_dir) / f"{path.stem}_listen.wav"
+    audio, sr = preview or read_preview(path, info)
+    out = Path(out_dir) / f"{Path(name or path.name).stem}_listen.wav"
     if sr > BROWSER_MAX_RATE:
         sf.write(out, audio, max(sr // TIME_EXPANSION, 8000), subtype="PCM_16")
         return str(out), (f"{sr / 1000:g} kHz is above what browsers play: this copy is slowed "

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from rl_core.atomic import atomic_write, write_bytes_atomic
 from rl_core.audio import load_audio
 from rl_core.evaluation.datasets import AudioDataset, Clip
+from rl_core.inference import AnalysisLimits, analyse_recording
 from rl_core.models.base import ModelBase
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class EmbeddingCache:
             "model": model_name, "checkpoint_sha256": checkpoint_sha256,
             "layers": [layers] if isinstance(layers, (str, int)) else list(layers),
             "aggregation": aggregation, "sample_rate": sample_rate, "window_samples": window_samples,
-            "format": 1,
+            "format": 2,  # 2: clips windowed by analyse_recording (last-window rule, pooled embedding)
         }
         config_hash = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.folder = self.root / _slug(model_name) / config_hash
@@ -148,27 +148,6 @@ class _AudioReader:
         return audio[start:end]
 
 
-def embed_audio(model: ModelBase, audio: np.ndarray, layers: Sequence[str | int] | str = "last_layer",
-                aggregation: str = "mean", batch_size: int = 8) -> np.ndarray:
-    """One embedding for a clip of any length: the model's windows (zero-padded tail), averaged."""
-    win = model.window_samples
-    if audio.shape[0] <= win:
-        windows = audio[None]
-    else:
-        count = int(np.ceil(audio.shape[0] / win))
-        padded = np.pad(audio, (0, count * win - audio.shape[0]))
-        windows = padded.reshape(count, win)
-        # a padded tail shorter than a quarter window would mostly embed silence: drop it
-        if count > 1 and audio.shape[0] - (count - 1) * win < win // 4:
-            windows = windows[:-1]
-    outputs = []
-    for i in range(0, windows.shape[0], batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32))
-        emb = model.extract_embeddings(batch, layers=layers, aggregation=aggregation)
-        outputs.append(emb.detach().cpu().float().reshape(emb.shape[0], -1).numpy())
-    return np.concatenate(outputs).mean(axis=0)
-
-
 def embed_dataset(
     model: ModelBase,
     dataset: AudioDataset,
@@ -176,15 +155,22 @@ def embed_dataset(
     layers: Sequence[str | int] | str = "last_layer",
     aggregation: str = "mean",
     progress: bool | Callable[[float, str], None] = True,
+    limits: AnalysisLimits | None = None,
 ) -> np.ndarray:
-    """(N, D) embeddings of every clip, from the cache when present; new ones are cached as they are computed."""
+    """(N, D) embeddings of every clip, from the cache when present; new ones are cached as they are computed.
+
+    A clip's embedding is the mean of its window embeddings from ``rl_core.inference.analyse_recording`` (the
+    one windowing rule), on the clip's audio cut from the whole decoded file.
+    """
     reader = _AudioReader(model.sample_rate)
     rows: list[np.ndarray] = []
     bar = tqdm(dataset.clips, desc=f"embed {dataset.name}", unit="clip", disable=progress is not True, leave=False)
     for i, clip in enumerate(bar):
         value = cache.get(clip) if cache is not None else None
         if value is None:
-            value = embed_audio(model, reader(clip), layers, aggregation)
+            value = analyse_recording(model, reader(clip), sample_rate=model.sample_rate, name=clip.path.name,
+                                      layers=layers, aggregation=aggregation, want_scores=False,
+                                      limits=limits).pooled_embedding()
             if cache is not None:
                 cache.put(clip, value)
         rows.append(value)
