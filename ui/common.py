@@ -36,7 +36,7 @@ class Settings:
 
     device: str = "cpu"
     #: largest single upload, enforced by Gradio (browser, client and server) and re-checked here
-    max_file_size_mb: float = 200.0
+    max_file_size_mb: float = 400.0
     #: most recordings one embedding-map request may hold (after unzipping)
     max_files: int = 500
     #: largest total size of the recordings in one request, after unzipping (zip-bomb guard)
@@ -117,7 +117,8 @@ def check_file_size(path: str | os.PathLike) -> None:
     if size_mb > SETTINGS.max_file_size_mb:
         raise UserFacingError(
             f"{display_name(path)} is {size_mb:.1f} MB, above this server's limit of "
-            f"{SETTINGS.max_file_size_mb:g} MB (--max-file-size)"
+            f"{SETTINGS.max_file_size_mb:g} MB; split it, or start the app with a higher limit "
+            f"(python app.py --max-file-size 1GB)"
         )
 
 

@@ -25,16 +25,14 @@ def read_preview(path: str | Path, info: Any = None, seconds: float = PREVIEW_SE
 
     ``info``: the file's ``rl_core.audio.audio_info`` when the request has read it already.
     """
-    from rl_core.audio import audio_info, iter_audio_blocks
+    return read_view(path, 0.0, seconds, info)
 
-    info = info or audio_info(path)
-    blocks = iter_audio_blocks(path, None, block_seconds=seconds, info=info)
-    try:
-        first = next(blocks)
-    finally:
-        blocks.close()
-    n = int(round(min(info.duration_s, seconds) * info.sample_rate))
-    return np.asarray(first[:n], dtype=np.float32), info.sample_rate
+
+def read_view(path: str | Path, start_s: float, end_s: float, info: Any = None) -> tuple[np.ndarray, int]:
+    """Any part of a recording (``rl_core.audio.read_segment``: seeks, so minute 59 costs what minute 0 does)."""
+    from rl_core.audio import read_segment
+
+    return read_segment(path, start_s, end_s, info=info)
 
 
 def _viridis(n: int = 256) -> np.ndarray:
@@ -61,22 +59,38 @@ def spectrogram_db(audio: np.ndarray, sr: int, max_frames: int = 1400) -> tuple[
     return db, hop / sr
 
 
+def spectrogram_picture(audio: np.ndarray, sr: int, width: int = 1400, height: int = 260) -> Image.Image:
+    """The spectrogram as a bare RGB picture (low frequencies at the bottom), for a plot with real axes."""
+    global _LUT
+    db, _hop_s = spectrogram_db(audio, sr, max_frames=width)
+    if _LUT is None:
+        _LUT = _viridis()
+    # contrast: the median (mostly background noise) maps to dark, the loudest bin to bright
+    lo, hi = float(np.percentile(db, 50)), float(db.max())
+    norm = np.clip((db - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+    rgb = _LUT[(norm[::-1] * 255).astype(np.uint8)]
+    return Image.fromarray(rgb).resize((min(max(rgb.shape[1], 400), width), height), Image.BILINEAR)
+
+
+def playable_segment(audio: np.ndarray, sr: int, out_path: str | Path) -> tuple[str, str]:
+    """A WAV of a decoded segment the browser can play (10x time-expanded above 48 kHz) and a caption."""
+    out_path = Path(out_path)
+    if sr > BROWSER_MAX_RATE:
+        sf.write(out_path, audio, max(sr // TIME_EXPANSION, 8000), subtype="PCM_16")
+        return str(out_path), (f"{sr / 1000:g} kHz is above what browsers play: slowed {TIME_EXPANSION}x "
+                               "(time expansion), so ultrasound becomes audible")
+    sf.write(out_path, audio, sr, subtype="PCM_16")
+    return str(out_path), ""
+
+
 def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "",
                       preview: tuple[np.ndarray, int] | None = None) -> Path:
     """Draw the spectrogram of (the start of) a recording as a PNG with kHz and seconds axes.
 
     ``preview``: ``read_preview(path)`` when the caller has decoded it already.
     """
-    global _LUT
     audio, sr = preview or read_preview(path)
-    db, hop_s = spectrogram_db(audio, sr)
-    if _LUT is None:
-        _LUT = _viridis()
-    # contrast: the median (mostly background noise) maps to dark, the loudest bin to bright
-    lo, hi = float(np.percentile(db, 50)), float(db.max())
-    norm = np.clip((db - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    rgb = _LUT[(norm[::-1] * 255).astype(np.uint8)]  # low frequencies at the bottom
-    plot = Image.fromarray(rgb).resize((min(max(rgb.shape[1], 600), 1400), 300), Image.BILINEAR)
+    plot = spectrogram_picture(audio, sr, width=1400, height=300)
 
     left, bottom, top = 64, 30, 34
     font = ImageFont.load_default(size=13)
