@@ -113,10 +113,13 @@ class Options:
         }
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any, what: str) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    value = float(value)
+    try:
+        value = float(str(value).strip().replace("°", ""))
+    except ValueError:
+        raise UserFacingError(f"{what} '{value}' is not a number: write decimal degrees, e.g. 42.45") from None
     return None if np.isnan(value) else value
 
 
@@ -131,7 +134,7 @@ def options_from_inputs(min_conf=0.25, sensitivity=1.0, overlap_s=0.0, lat=None,
         date = datetime.fromtimestamp(float(date), tz=timezone.utc).date().isoformat()
     return Options(
         min_conf=float(min_conf), sensitivity=float(sensitivity), overlap_s=float(overlap_s or 0.0),
-        lat=_number(lat), lon=_number(lon), date=(str(date).strip()[:10] or None) if date else None,
+        lat=_number(lat, "latitude"), lon=_number(lon, "longitude"), date=(str(date).strip()[:10] or None) if date else None,
         location_threshold=float(location_threshold), species_list=species_list or None,
         language=language or "en", below=below or "fade",
     )
@@ -355,12 +358,23 @@ def file_view(run: Run, name: str, options: Options, flt: Any = None) -> FileVie
     )
 
 
+SCORE_FORMAT = {"duration (s)": "{:.1f}", "max score": "{:.3f}", "mean score": "{:.3f}", "at (s)": "{:.1f}", "occurrence here": "{:.3f}",
+                "best score": "{:.3f}"}
+
+
+def _formatted(frame: pd.DataFrame, weak: list[bool] | None = None):
+    """Scores with 3 decimals (not "1.000000" cut into two lines); rows in ``weak`` in grey italics."""
+    style = frame.style.format({c: f for c, f in SCORE_FORMAT.items() if c in frame.columns}, na_rep="")
+    if weak is not None and any(weak):
+        style = style.apply(lambda row: [WEAK_STYLE if weak[row.name] else ""] * len(row), axis=1)
+    return style
+
+
 def styled_species(view: FileView | None):
     """The species table, rows under the minimum confidence in grey italics."""
     if view is None or view.species.empty:
         return pd.DataFrame(columns=SPECIES_COLUMNS)
-    weak = view.weak
-    return view.species.style.apply(lambda row: [WEAK_STYLE if weak[row.name] else ""] * len(row), axis=1)
+    return _formatted(view.species, view.weak)
 
 
 def summary_table(run: Run, options: Options, flt: Any) -> pd.DataFrame:
@@ -439,8 +453,10 @@ def view_figure(view: FileView | None, picture: Any = None, start_s: float = 0.0
         fig.update_layout(height=200, xaxis_visible=False, yaxis_visible=False, template="plotly_white")
         return fig
     rows = len(view.timeline_labels)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.04,
-                        row_heights=[0.55, 0.45] if rows else [0.95, 0.05])
+    spec_px, row_px = 240, 28
+    height = 90 + spec_px + row_px * max(rows, 1)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03,
+                        row_heights=[spec_px, row_px * max(rows, 1)])
     # an invisible trace gives the spectrogram's axes their ranges; the picture is drawn in data coordinates
     fig.add_trace(go.Scatter(x=[start_s, end_s], y=[0, nyquist_khz], mode="markers", marker_opacity=0,
                              hoverinfo="skip", showlegend=False), row=1, col=1)
@@ -458,7 +474,7 @@ def view_figure(view: FileView | None, picture: Any = None, start_s: float = 0.0
                                      hovertemplate=hover.replace("score", "below min. confidence, score")),
                           row=2, col=1)
         fig.add_trace(go.Heatmap(x=view.timeline_edges, y=view.timeline_labels, z=strong, zmin=0, zmax=1,
-                                 colorscale="Viridis", colorbar=dict(title="score", len=0.45, y=0.22),
+                                 colorscale="Viridis", colorbar=dict(title="score", len=0.3, y=0, yanchor="bottom"),
                                  hovertemplate=hover), row=2, col=1)
         fig.update_yaxes(autorange="reversed", row=2, col=1)
     fig.update_xaxes(range=[start_s, end_s], showgrid=False)
@@ -466,7 +482,7 @@ def view_figure(view: FileView | None, picture: Any = None, start_s: float = 0.0
     fig.update_yaxes(title_text="kHz", range=[0, nyquist_khz], showgrid=False, row=1, col=1)
     fig.update_layout(
         title=dict(text=f"{view.name} · {start_s:.1f}-{end_s:.1f} s of {view.duration_s:.1f} s", x=0.01),
-        height=300 + 26 * max(rows, 1), template="plotly_white", margin=dict(l=10, r=10, t=40, b=40),
+        height=height, template="plotly_white", margin=dict(l=10, r=10, t=40, b=40),
         clickmode="event",
     )
     return fig
@@ -526,9 +542,23 @@ def _state(run: Run | None, name: str | None) -> dict:
     return {"run": run.id if run else None, "file": name}
 
 
-def _views(run: Run, options: Options) -> tuple[dict[str, FileView], Any]:
+@dataclass
+class Shown:
+    """What one run looks like under one set of options: per-file views, the summary, downloads, the message."""
+
+    files: dict[str, FileView]
+    summary: pd.DataFrame
+    downloads: list[str]
+    message: str
+    errors: list[str]
+
+
+def render(run: Run, options: Options) -> Shown:
+    """The tab's content for ``run`` under ``options`` (no model pass); the downloads are rewritten to match."""
     flt = options.detection_filter()
-    return {n: file_view(run, n, options, flt) for n in run.results}, flt
+    files = {n: file_view(run, n, options, flt) for n in run.results}
+    return Shown(files, summary_table(run, options, flt), write_exports(run, options, flt), status_message(run),
+                 list(run.errors))
 
 
 def _file_outputs(run: Run | None, view: FileView | None, options: Options) -> tuple:
@@ -542,20 +572,21 @@ def _file_outputs(run: Run | None, view: FileView | None, options: Options) -> t
     removed_label = (f"Removed by the location filter: {len(view.removed)} species found here are not expected "
                      "at this place and week" if len(view.removed) else "Removed by the location filter (none)")
     calls = gr.update(visible=view.calls is not None, value=view.calls)
-    return (styled_species(view), view.removed, gr.update(label=removed_label), heard.figure,
+    removed = _formatted(view.removed) if len(view.removed) else view.removed
+    return (styled_species(view), removed, gr.update(label=removed_label), heard.figure,
             gr.update(value=heard.audio, label=f"Listen · {heard.caption}"),
-            gr.update(value=0, maximum=max(view.duration_s - 1, 1)), calls)
+            gr.update(value=0, maximum=max(int(view.duration_s), 1)), calls)
 
 
 def _outputs(run: Run, options: Options, name: str | None = None) -> tuple:
-    views, flt = _views(run, options)
-    names = list(views)
-    name = name if name in views else (names[0] if names else None)
+    shown = render(run, options)
+    names = list(shown.files)
+    name = name if name in shown.files else (names[0] if names else None)
     return (
-        status_message(run), summary_table(run, options, flt),
+        shown.message, _formatted(shown.summary),
         gr.update(choices=names, value=name),
-        *_file_outputs(run, views.get(name), options),
-        write_exports(run, options, flt) or None,
+        *_file_outputs(run, shown.files.get(name), options),
+        shown.downloads or None,
         _state(run, name),
     )
 
@@ -654,7 +685,7 @@ def on_clips(state, *filters):
         return gr.skip(), "Analyse a recording first."
     try:
         options = options_from_inputs(filters[0], filters[1], 0.0, *filters[2:])
-        return str(clips_zip(run, name, options)), ""
+        return gr.update(value=str(clips_zip(run, name, options)), visible=True), ""
     except Exception as exc:  # noqa: BLE001
         return gr.skip(), f"⚠️ {_scrub(describe_error(exc))}"
 
@@ -714,10 +745,10 @@ def build() -> None:
                                 elem_id="inf-overlap")
             below = gr.Radio(BELOW_CHOICES, value="fade", label="Scores below the minimum", elem_id="inf-below")
         with gr.Row():
-            lat = gr.Number(None, label="Latitude", info="e.g. 42.45 (north positive). Empty: no location filter.",
-                            elem_id="inf-lat", minimum=-90, maximum=90)
-            lon = gr.Number(None, label="Longitude", info="e.g. -76.48 (east positive)", elem_id="inf-lon",
-                            minimum=-180, maximum=180)
+            lat = gr.Textbox("", label="Latitude", placeholder="e.g. 42.45", elem_id="inf-lat",
+                             info="Decimal degrees, north positive. Empty: no location filter.")
+            lon = gr.Textbox("", label="Longitude", placeholder="e.g. -76.48", elem_id="inf-lon",
+                             info="Decimal degrees, east positive.")
             date = gr.Textbox("", label="Recording date", placeholder="YYYY-MM-DD", elem_id="inf-date",
                               info="Gives BirdNET's week (4 per month). Empty: the whole year.")
             location_threshold = gr.Slider(0.01, 0.99, value=0.03, step=0.01, label="Occurrence threshold",
@@ -726,7 +757,7 @@ def build() -> None:
                                            elem_id="inf-loc-thr")
         with gr.Row():
             species_list = gr.File(label="Custom species list (.txt, one scientific name per line)",
-                                   file_types=[".txt", ".csv"], type="filepath", elem_id="inf-slist", height=90)
+                                   file_types=[".txt", ".csv"], type="filepath", elem_id="inf-slist", height=120)
             language = gr.Dropdown([(LANGUAGES.get(c, c), c) for c in available_languages()], value="en",
                                    label="Language of common names", elem_id="inf-language")
         gr.Markdown("Type the coordinates of the recording site (a map picker needs online map tiles, which this "
@@ -751,7 +782,7 @@ def build() -> None:
                                  info=f"Moves the player and spectrogram ({VIEW_SECONDS:g} s from here).")
             clips_button = gr.Button("Download clips of this file's detections (zip of WAVs)", size="sm",
                                      elem_id="inf-clips-run")
-            clips = gr.File(label="Clips", interactive=False, elem_id="inf-clips", height=70)
+            clips = gr.File(label="Clips", interactive=False, elem_id="inf-clips", visible=False)
             clips_note = gr.Markdown(elem_id="inf-clips-note")
     figure = gr.Plot(label="Spectrogram and detections over time", elem_id="inf-view")
     jump = gr.Textbox(elem_id="inf-jump", elem_classes="rl-hidden", show_label=False, container=False)
