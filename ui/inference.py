@@ -44,7 +44,7 @@ from ui.common import (
     weights_present,
 )
 from ui.malloc import release_memory
-from ui.spectrogram import playable_segment, read_view, spectrogram_picture
+from ui.spectrogram import picture_uri, playable_segment, read_view, spectrogram_picture
 
 log = logging.getLogger(__name__)
 # As the default, plotly_white is applied when a figure is serialised; passed to each figure, plotly validates a
@@ -500,8 +500,8 @@ def listen(run: Run, name: str, view: FileView, start_s: float, end_s: float, op
     audio, sr = read_view(run.paths[name], start_s, end_s, info)
     wav = run.out / f"{Path(name).stem}_{start_s:07.1f}-{end_s:07.1f}s.wav"
     path, caption = playable_segment(audio, sr, wav)
-    figure = view_figure(view, spectrogram_picture(audio, sr), start_s, end_s, sr / 2000, options.min_conf,
-                         options.below)
+    figure = view_figure(view, picture_uri(spectrogram_picture(audio, sr)), start_s, end_s, sr / 2000,
+                         options.min_conf, options.below)
     caption = f"{name} · {start_s:.1f}-{end_s:.1f} s" + (f" · {caption}" if caption else "")
     return Listening(path, caption, figure, start_s, end_s)
 
@@ -802,9 +802,11 @@ def build() -> None:
         outputs, api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=1,
         show_progress_on=[status],
     )
-    gr.on([min_conf.release, sensitivity.release, below.change, lat.submit, lon.submit, lat.blur, lon.blur,
-           date.submit, date.blur, location_threshold.release, species_list.change, language.change],
-          on_refilter, [state, *filters], outputs, api_visibility="private", show_progress="hidden")
+    # sliders: .change also fires when a number is typed into their box; always_last drops stale drags
+    gr.on([min_conf.change, sensitivity.change, below.change, lat.submit, lon.submit, lat.blur, lon.blur,
+           date.submit, date.blur, location_threshold.change, species_list.change, language.change],
+          on_refilter, [state, *filters], outputs, api_visibility="private", show_progress="hidden",
+          trigger_mode="always_last")
     pick.input(on_pick_file, [state, pick, *filters],
                [species, removed, removed_box, figure, audio, position, calls, state], api_visibility="private",
                show_progress="hidden")
