@@ -625,7 +625,8 @@ def on_refilter(state, min_conf, sensitivity, lat, lon, date, location_threshold
         return (f"⚠️ {_scrub(describe_error(exc))}", *[gr.skip()] * (N_OUTPUTS - 1))
 
 
-def on_pick_file(state, name, *filters):
+def on_pick_file(state, name, min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below):
+    filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     run = _run((state or {}).get("run"))
     if run is None or name not in run.results:
         return (gr.skip(),) * 8
@@ -644,8 +645,10 @@ def _listen_outputs(state, start_s: float, end_s: float, filters) -> tuple:
     return heard.figure, gr.update(value=heard.audio, label=f"Listen · {heard.caption}"), gr.skip()
 
 
-def on_species_select(state, table, *filters, evt: gr.SelectData = None):
+def on_species_select(state, table,
+        min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below, evt: gr.SelectData):
     """A click on a species row plays its best window with a second of context."""
+    filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     if evt is None or table is None or not len(table):
         return gr.skip(), gr.skip(), gr.skip()
     row = table.iloc[evt.index[0]]
@@ -659,8 +662,10 @@ def on_species_select(state, table, *filters, evt: gr.SelectData = None):
     return fig, audio, gr.update(value=at)
 
 
-def on_timeline_click(state, clicked, *filters):
+def on_timeline_click(state, clicked,
+        min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below):
     """A click on a timeline cell (sent by the page's script as "seconds|label") plays that window."""
+    filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     try:
         at = float(str(clicked).split("|")[0])
     except ValueError:
@@ -677,12 +682,15 @@ def on_timeline_click(state, clicked, *filters):
     return fig, audio, gr.update(value=start)
 
 
-def on_position(state, position, *filters):
+def on_position(state, position,
+        min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below):
     """The position slider: the player and spectrogram show VIEW_SECONDS from there."""
+    filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     return _listen_outputs(state, float(position or 0), float(position or 0) + VIEW_SECONDS, filters)[:2]
 
 
-def on_clips(state, *filters):
+def on_clips(state, min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below):
+    filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     run = _run((state or {}).get("run"))
     name = (state or {}).get("file")
     if run is None or name not in run.results:
