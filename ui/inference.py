@@ -820,9 +820,10 @@ def build() -> None:
                show_progress="hidden")
     species.select(on_species_select, [state, species, *filters], [figure, audio, position],
                    api_visibility="private", show_progress="hidden")
-    jump.input(on_timeline_click, [state, jump, *filters], [figure, audio, position], api_visibility="private",
+    jump.change(on_timeline_click, [state, jump, *filters], [figure, audio, position], api_visibility="private",
                show_progress="hidden")
-    position.release(on_position, [state, position, *filters], [figure, audio], api_visibility="private",
-                     show_progress="hidden")
+    # input: the user's drag or typed number (not the value set by a click on a detection)
+    position.input(on_position, [state, position, *filters], [figure, audio], api_visibility="private",
+                   show_progress="hidden", trigger_mode="always_last")
     clips_button.click(on_clips, [state, *filters], [clips, clips_note], api_visibility="private")
     figure.change(None, js=TIMELINE_CLICK_JS)
