@@ -5,9 +5,9 @@
 A one-hour 48 kHz 16-bit WAV is generated block by block in a temp dir (real pykanto songs tiled, see
 _recordings.py). Target: the process grows by <= 500 MB above its idle state with the model loaded.
 
-* analyse_recording: a fresh process loads the model (``rl_core.cache.get_model``), runs one warm-up window, records its
-  idle RSS, resets the kernel's peak-RSS mark (``/proc/self/clear_refs`` = 5), runs ``analyse_recording`` on the hour and
-  reads the peak (VmHWM). Growth = peak - idle.
+* analyse_recording: a fresh process loads the model (``rl_core.cache.get_model``), runs one warm-up window, records
+  its idle RSS, resets the kernel's peak-RSS mark (``/proc/self/clear_refs`` = 5), runs ``analyse_recording`` on the
+  hour and reads the peak (VmHWM). Growth = peak - idle.
 * CLI: ``python -m rl_core predict birdnet_v2_4 <file> --csv out.csv`` as its own process; its lifetime peak RSS
   comes from ``os.wait4``. Its idle state is measured by a second process that imports the CLI, loads the model
   the same way and runs one warm-up window. Growth = CLI peak - that idle RSS (this includes the transient of
@@ -98,7 +98,8 @@ def main() -> None:
         stats = child_json(RUN_FILE_CHILD, str(path))
         assert stats["windows"] == int(round(args.seconds / 3)), stats["windows"]
         growth = (stats["peak"] - stats["idle"]) / MB
-        print(f"analyse_recording: idle {stats['idle'] / MB:.0f} MB (peak while loading {stats['load_peak'] / MB:.0f} MB), "
+        print(f"analyse_recording: idle {stats['idle'] / MB:.0f} MB "
+              f"(peak while loading {stats['load_peak'] / MB:.0f} MB), "
               f"peak during analyse_recording {stats['peak'] / MB:.0f} MB, growth {growth:.0f} MB, "
               f"{stats['windows']} windows in {stats['seconds']:.0f} s", flush=True)
         rows.append(("analyse_recording (in-process)", stats["idle"], stats["peak"], growth, stats["seconds"]))

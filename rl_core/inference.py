@@ -217,12 +217,8 @@ class RecordingResult:
         if self.scores is not None:
             matrix = self.reported_scores()[:, top].T
         else:
-            matrix = np.zeros((len(top), self.num_windows), np.float32)
-            row_of = {int(c): i for i, c in enumerate(top)}
-            for w, (idx, val) in enumerate(zip(self.top_indices, self.top_scores)):
-                for c, v in zip(idx, val):
-                    if int(c) in row_of:
-                        matrix[row_of[int(c)], w] = v
+            # (k, windows): a class's kept score in each window, 0 where it was not among the kept ones
+            matrix = np.stack([np.where(self.top_indices == c, self.top_scores, 0.0).max(axis=1) for c in top])
         common = self.common_names or [""] * len(self.labels)
         labels = [display_label(self.labels[c], common[c]) for c in top]
         starts = [float(s) for s in self.starts]
@@ -258,7 +254,10 @@ def unique_names(names: Sequence[str]) -> list[str]:
 
 
 def _layer_name(layers: Any) -> str:
-    return layers if isinstance(layers, str) else ",".join(str(x) for x in layers) if isinstance(layers, (list, tuple)) else str(layers)
+    """The npz's ``layer`` string: a name, an index, or several joined by commas."""
+    if isinstance(layers, (list, tuple)):
+        return ",".join(str(x) for x in layers)
+    return str(layers)
 
 
 # --------------------------------------------------------------------------- the one path
@@ -299,7 +298,7 @@ def analyse_recording(
     if hop_s is not None and not (isinstance(hop_s, (int, float)) and math.isfinite(hop_s) and hop_s > 0):
         raise ConfigError(f"the hop must be a positive number of seconds, got {hop_s!r}")
     if keep_top is not None and int(keep_top) < 1:
-        raise ConfigError(f"keep_top must be at least 1, got {keep_top}")
+        raise ConfigError(f"keep_top (the CLI's --top-k) must be at least 1, got {keep_top}")
     window_s = model.window_samples / model.sample_rate
     hop = window_s if hop_s is None else float(hop_s)
     target_sr = model.sample_rate
@@ -308,9 +307,9 @@ def analyse_recording(
         if sample_rate is None:
             raise ConfigError("analyse_recording needs sample_rate= with a numpy array")
         audio = np.asarray(path, dtype=np.float32)
-        if audio.ndim != 1 or audio.shape[0] == 0:
-            raise ConfigError(f"expected a non-empty mono (samples,) array, got shape {audio.shape}")
         file, name, native_sr = None, name or "audio", int(sample_rate)
+        if audio.ndim != 1 or audio.shape[0] == 0:
+            raise ConfigError(f"{name}: expected a non-empty mono (samples,) array, got shape {audio.shape}")
         duration = audio.shape[0] / native_sr
         limits.check(name, native_sr, duration, count_windows(round(duration * target_sr), target_sr, window_s, hop),
                      hop)
@@ -523,7 +522,9 @@ def load_embeddings_npz(path: str | Path) -> dict[str, np.ndarray]:
     return content
 
 
-def pooled_file_embeddings(npz: str | Path | dict[str, np.ndarray], pooling: str = "mean") -> tuple[list[str], np.ndarray]:
+def pooled_file_embeddings(
+    npz: str | Path | dict[str, np.ndarray], pooling: str = "mean"
+) -> tuple[list[str], np.ndarray]:
     """The per-file vectors of a window-embeddings file: (file names, (F, D) mean or max of each file's rows)."""
     data = load_embeddings_npz(npz) if not isinstance(npz, dict) else npz
     files = [str(f) for f in data["files"]]

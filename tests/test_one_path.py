@@ -268,7 +268,8 @@ def test_absurd_sample_rate_refused_before_decoding(tmp_path, birdnet, monkeypat
 
 def test_duration_and_window_limits(tmp_path, birdnet, storm_petrels, monkeypatch):
     monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("decoded before the limits were checked"))
-    with pytest.raises(LimitExceededError, match=r"XC46092.wav: 14.0 s of audio exceeds the limit of 10 s .*--max-duration"):
+    too_long = r"XC46092.wav: 14.0 s of audio exceeds the limit of 10 s .*--max-duration"
+    with pytest.raises(LimitExceededError, match=too_long):
         analyse_recording(birdnet, storm_petrels[0], limits=AnalysisLimits(max_duration_s=10))
     with pytest.raises(LimitExceededError, match=r"105,\d{3} analysis windows .* limit of 20,000 .*--max-windows"):
         analyse_recording(birdnet, storm_petrels[0], hop_s=0.0001)
@@ -316,6 +317,7 @@ def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
         uploads.append(str(target))
     result = inference.analyse(uploads, MODEL, 2)
     assert list(result.files) == ["song.wav", "song (2).wav"] and not result.errors
+    assert "upload 2 (song.wav) is song (2).wav" in result.message
     names = sorted(Path(d).name for d in result.downloads)
     assert names == ["embeddings.npz", "predictions.csv", "song (2).selections.txt", "song.selections.txt"]
     by_name = {Path(d).name: Path(d) for d in result.downloads}

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 pio.templates.default = "plotly_white"
 
 TIMELINE_SPECIES = 10
+#: best classes kept per window (rl_core's keep_top): a long file's full (windows x classes) score matrix would
+#: hold hundreds of MB; a class outside a window's best 50 counts as 0 there in means and the timeline
+KEPT_SCORES = 50
 #: seconds of audio around a clicked detection (before and after its window)
 CONTEXT_S = 1.0
 #: what the player and spectrogram show when no detection is clicked
@@ -157,6 +160,8 @@ class Run:
     paths: dict[str, Path] = field(default_factory=dict)
     infos: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: uploads renamed because an earlier one had the same name
+    renamed: list[str] = field(default_factory=list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -266,6 +271,8 @@ def analyse(
     limits = analysis_limits()
     # two uploads with one name (song.wav twice) become song.wav and song (2).wav in every output
     names = unique_names([display_name(p) for p in paths])
+    run.renamed = [f"upload {i + 1} ({display_name(p)}) is {n}" for i, (p, n) in enumerate(zip(paths, names))
+                   if n != display_name(p)]
     for i, (path, name) in enumerate(zip(paths, names)):
 
         def file_progress(fraction: float, message: str = "", i: int = i) -> None:
@@ -275,7 +282,7 @@ def analyse(
             check_file_size(path)
             info = audio_info(path)  # the one header read of this request
             run.results[name] = analyse_recording(model, path, name=name, info=info, limits=limits, hop_s=hop_s,
-                                                  progress=file_progress)
+                                                  progress=file_progress, keep_top=max(KEPT_SCORES, top_k))
             run.paths[name], run.infos[name] = path, info
         except Exception as exc:  # noqa: BLE001 - reported by its upload name, the other files go on
             run.errors.append(_scrub(describe_error(exc, name)))
@@ -429,6 +436,8 @@ def write_exports(run: Run, options: Options, flt: Any) -> list[str]:
 
 def status_message(run: Run) -> str:
     done = f"Analysed {len(run.results)} file(s) with **{run.model}**."
+    if run.renamed:
+        done += f" Uploads sharing a name are told apart in every output: {'; '.join(run.renamed)}."
     if not run.errors:
         return done
     problems = "\n".join(f"- ⚠️ {e}" for e in run.errors)
