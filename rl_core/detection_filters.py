@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from rl_core.birdnet_location import DEFAULT_THRESHOLD as DEFAULT_LOCATION_THRESHOLD
-from rl_core.birdnet_location import occurrence_scores
+from rl_core.birdnet_location import occurrence_scores, week_of
 from rl_core.datasets_bundled import package_dir
 from rl_core.errors import ConfigError, MissingDependencyError
 
@@ -174,7 +174,7 @@ def display_label(scientific_name: str, common_name: str | None = None) -> str:
 
 
 def week_of_date(date: Any) -> int:
-    """BirdNET's week (1-48, four per month: days 1-7, 8-14, 15-21, 22-end) of a ``datetime.date`` or ISO string."""
+    """BirdNET's week (``birdnet_location.week_of``) of a ``datetime.date``, an ISO string or a timestamp."""
     import datetime as _dt
 
     if isinstance(date, (int, float)):  # a timestamp (Gradio's DateTime gives seconds)
@@ -184,7 +184,7 @@ def week_of_date(date: Any) -> int:
             date = _dt.date.fromisoformat(date.strip()[:10])
         except ValueError:
             raise ConfigError(f"'{date}' is not a date: write it as YYYY-MM-DD") from None
-    return (date.month - 1) * 4 + min(4, (date.day - 1) // 7 + 1)
+    return week_of(date.month, date.day)
 
 
 # --- custom species lists -------------------------------------------------------------------------------
