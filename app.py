@@ -33,8 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch device for the models: auto (cuda, else mps, else cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--preload", metavar="MODEL", action="append", default=[],
                         help="load this model before serving (repeatable), so the first request is fast")
-    parser.add_argument("--max-file-size", type=parse_size_mb, default=200.0, metavar="SIZE",
-                        help="largest upload, e.g. 200MB (default) or 1GB")
+    parser.add_argument("--max-file-size", type=parse_size_mb, default=400.0, metavar="SIZE",
+                        help="largest upload, e.g. 400MB (default: a one-hour 48 kHz recorder file fits) or 1GB")
     parser.add_argument("--max-files", type=int, default=500, help="most recordings per embedding map")
     parser.add_argument("--max-total-size", type=parse_size_mb, default=2000.0, metavar="SIZE",
                         help="largest total (unzipped) size of one embedding map's recordings (default 2GB)")

@@ -41,7 +41,7 @@ def main() -> None:
     from rl_core.inference import analyse_recording, predictions_csv, raven_selection_table, save_embeddings_npz
     from ui import inference
     from ui.common import get_model
-    from ui.spectrogram import playable_audio, read_preview, spectrogram_image
+    from ui.spectrogram import playable_segment, read_view, spectrogram_picture
 
     work = Path(tempfile.mkdtemp(prefix="profile_request_"))
     audio, sr = sf.read(storm_petrel_recordings()[1], frames=10 * 44100, always_2d=True)
@@ -50,28 +50,26 @@ def main() -> None:
     model = get_model(MODEL)
     info = audio_info(clip)
     result = analyse_recording(model, clip, info=info)
-    preview = read_preview(clip, info)
+    segment = read_view(clip, 0.0, 30.0, info)
     windows = torch.from_numpy(np.stack([w for _, w in iter_windows(clip, 48000, 3.0, info=info)]))
-    view = None
-
-    def handler_view():
-        nonlocal view
-        view = inference.analyse([str(clip)], MODEL, 5).files[clip.name]
+    options = inference.Options()
+    flt = options.detection_filter()
+    run = inference.analyse([str(clip)], MODEL, 5, options=options)
+    view = inference.file_view(run, clip.name, options, flt)
 
     steps = {
         "header (audio_info)": lambda: audio_info(clip),
         "decode + resample 44.1->48 kHz + windows": lambda: list(iter_windows(clip, 48000, 3.0, info=info)),
         "model (embed_and_score, 4 windows)": lambda: [model.embed_and_score(windows[i:i + 1]) for i in range(4)],
         "analyse_recording (the three above)": lambda: analyse_recording(model, clip, info=info),
-        "preview decode (first minute)": lambda: read_preview(clip, info),
-        "spectrogram image": lambda: spectrogram_image(clip, work / "s.jpg", preview=preview),
-        "player copy": lambda: playable_audio(clip, work, info=info, preview=preview),
-        "species table + timeline": lambda: (inference.species_table(result, 5), result.timeline(10)),
-        "exports (csv, Raven, npz)": lambda: (predictions_csv([result], 5), raven_selection_table(result, 5),
-                                               save_embeddings_npz([result], work / "e.npz")),
-        "handler ui.inference.analyse": handler_view,
-        "timeline figure (plotly)": lambda: inference.timeline_figure(view).to_json(),
-        "whole Gradio callback on_run (+ figure)": lambda: inference.on_run([str(clip)], "", MODEL, 5, progress=None),
+        "view decode (read_segment)": lambda: read_view(clip, 0.0, 30.0, info),
+        "spectrogram picture": lambda: spectrogram_picture(*segment),
+        "player WAV": lambda: playable_segment(*segment, work / "p.wav"),
+        "filter view + species table + timeline": lambda: inference.file_view(run, clip.name, options, flt),
+        "summary table": lambda: inference.summary_table(run, options, flt),
+        "exports (csv, Raven, Audacity, npz, json)": lambda: inference.write_exports(run, options, flt),
+        "view figure (plotly, to JSON)": lambda: inference.listen(run, clip.name, view, 0, 30, options).figure.to_json(),
+        "whole Gradio callback on_run": lambda: inference.on_run([str(clip)], "", MODEL, 5, progress=None),
     }
     print(f"median of {args.repeats} warm runs, 10-s 44.1 kHz clip, {MODEL}:")
     for name, step in steps.items():

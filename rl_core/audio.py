@@ -405,6 +405,30 @@ def _resampled_blocks(
         raise EmptyAudioError(f"{path.name}: the file holds no audio samples")
 
 
+def read_segment(path: str | Path, start_s: float, end_s: float, info: AudioInfo | None = None) -> tuple[np.ndarray, int]:
+    """Mono float32 samples from ``start_s`` to ``end_s`` at the native rate (clipped to the recording).
+
+    soundfile formats seek straight to the segment, so minute 59 of an hour costs what minute 0 does.
+    """
+    path = Path(path)
+    info = info or audio_info(path)
+    sr = info.sample_rate
+    lo = min(max(0, int(round(start_s * sr))), info.frames)
+    hi = min(max(lo, int(round(end_s * sr))), info.frames)
+    if info.decoder == "audioread":
+        data, _ = _decode_with_librosa(path)
+        return data[lo:hi].astype(np.float32, copy=False), sr
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            fh.seek(lo)
+            block = fh.read(hi - lo, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as err:
+        raise _bad_file(path, str(err)) from None
+    block = _to_mono(block)
+    _check_finite(block, path)
+    return block, sr
+
+
 def _opened(path: str | Path, info: AudioInfo | None) -> tuple[Path, AudioInfo]:
     """The checked path and its header (read now unless the caller passes it)."""
     if info is None:

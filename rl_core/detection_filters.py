@@ -28,13 +28,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from rl_core.birdnet_location import DEFAULT_THRESHOLD as DEFAULT_LOCATION_THRESHOLD
-from rl_core.birdnet_location import occurrence_scores
+from rl_core.birdnet_location import occurrence_scores, week_of
 from rl_core.datasets_bundled import package_dir
 from rl_core.errors import ConfigError, MissingDependencyError
 
@@ -162,6 +162,29 @@ def common_names(language: str = "en") -> list[str]:
 def common_name_map(language: str = "en") -> dict[str, str]:
     """Scientific name -> common name in ``language``."""
     return dict(zip(birdnet_species(), _common_names(language)))
+
+
+def display_label(scientific_name: str, common_name: str | None = None) -> str:
+    """How a class is named on screen: "Common (Scientific)", or "Dog (non-species sound)" for non-species classes."""
+    if is_non_species(scientific_name):
+        return f"{common_name or scientific_name} (non-species sound)"
+    if not common_name or common_name == scientific_name:
+        return scientific_name
+    return f"{common_name} ({scientific_name})"
+
+
+def week_of_date(date: Any) -> int:
+    """BirdNET's week (``birdnet_location.week_of``) of a ``datetime.date``, an ISO string or a timestamp."""
+    import datetime as _dt
+
+    if isinstance(date, (int, float)):  # a timestamp (Gradio's DateTime gives seconds)
+        date = _dt.datetime.fromtimestamp(float(date), tz=_dt.timezone.utc).date()
+    elif isinstance(date, str):
+        try:
+            date = _dt.date.fromisoformat(date.strip()[:10])
+        except ValueError:
+            raise ConfigError(f"'{date}' is not a date: write it as YYYY-MM-DD") from None
+    return week_of(date.month, date.day)
 
 
 # --- custom species lists -------------------------------------------------------------------------------
@@ -366,6 +389,35 @@ class DetectionFilter:
         if not (self.uses_location or self.species_list is not None or not self.include_non_species):
             return None
         return self.species_allowed(labels)
+
+    def view(self, result: Any) -> Any:
+        """A ``RecordingResult`` as this filter shows it: scores at this sensitivity, classes the filter removes
+        scored 0, common names in this language. The stored result is not changed; ``min_conf`` is left to the
+        reader (``file_summary(threshold=...)``, ``top_k_table(min_score=...)``)."""
+        from dataclasses import replace
+
+        if not result.has_scores or not result.labels:
+            return result
+        mask = self.class_mask(result.labels)
+        if result.class_mask is not None:
+            mask = result.class_mask if mask is None else mask & result.class_mask
+        names = result.common_names
+        if self.language != "en" or names is None:
+            try:
+                table = common_name_map(self.language)
+            except MissingDependencyError:
+                table = {}
+            old = names or list(result.labels)
+            names = [table.get(s, o) for s, o in zip(result.labels, old)]
+        scores, top_scores = result.scores, result.top_scores
+        if scores is not None:
+            scores = self.adjust_scores(scores)
+        if top_scores is not None:
+            top_scores = self.adjust_scores(top_scores)
+            if mask is not None:
+                top_scores = np.where(mask[result.top_indices], top_scores, 0.0).astype(np.float32)
+        return replace(result, scores=scores, top_scores=top_scores,
+                       class_mask=mask if scores is not None else None, common_names=names)
 
     def adjust_scores(self, scores: np.ndarray) -> np.ndarray:
         """Window scores at this filter's sensitivity."""

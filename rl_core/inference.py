@@ -26,6 +26,7 @@ import torch
 from rl_core.atomic import atomic_write
 from rl_core.audio import MIN_TAIL_FRACTION, AudioInfo, audio_info, count_windows, iter_windows, windows_of_array
 from rl_core.csv_safety import spreadsheet_safe
+from rl_core.detection_filters import display_label
 from rl_core.errors import (
     ConfigError,
     InvalidAudioValuesError,
@@ -230,7 +231,7 @@ class RecordingResult:
             # (k, windows): a class's kept score in each window, 0 where it was not among the kept ones
             matrix = np.stack([np.where(self.top_indices == c, self.top_scores, 0.0).max(axis=1) for c in top])
         common = self.common_names or [""] * len(self.labels)
-        labels = [f"{common[c]} ({self.labels[c]})" if common[c] else self.labels[c] for c in top]
+        labels = [display_label(self.labels[c], common[c]) for c in top]
         starts = [float(s) for s in self.starts]
         edges = [*starts, float(self.ends[-1])] if starts else []
         return Timeline(starts, edges, labels, np.asarray(matrix, dtype=np.float32))
@@ -432,12 +433,21 @@ def analyse_recording(
 
 
 # --------------------------------------------------------------------------- exports
-def predictions_csv(results: Iterable[RecordingResult], k: int = 5, min_score: float = 0.0) -> str:
+def settings_comment(settings: dict[str, Any] | None) -> str:
+    """``# key: value`` lines that head an export with the settings that made it (read back with ``comment="#"``)."""
+    return "".join(f"# {key}: {value}\n" for key, value in (settings or {}).items())
+
+
+def predictions_csv(results: Iterable[RecordingResult], k: int = 5, min_score: float = 0.0,
+                    settings: dict[str, Any] | None = None) -> str:
     """The predictions of several files as one CSV (columns ``PREDICTION_COLUMNS``; call detectors: one row per
-    call with its frequencies and probabilities, ``min_score`` on the detection probability)."""
+    call with its frequencies and probabilities, ``min_score`` on the detection probability).
+
+    ``settings``: written first as ``# key: value`` lines (pandas: ``read_csv(path, comment="#")``).
+    """
     tables = [r.calls_table(min_score) if r.calls is not None else r.top_k_table(k, min_score) for r in results]
     frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=PREDICTION_COLUMNS)
-    return spreadsheet_safe(frame).to_csv(index=False)
+    return settings_comment(settings) + spreadsheet_safe(frame).to_csv(index=False)
 
 
 def raven_selection_table(result: RecordingResult, k: int = 1, min_score: float = 0.1) -> str:
@@ -458,6 +468,60 @@ def raven_selection_table(result: RecordingResult, k: int = 1, min_score: float 
         out.write(f"{i}\tSpectrogram 1\t1\t{row.start_s:.3f}\t{row.end_s:.3f}\t0\t{high:.0f}\t"
                   f"{row.scientific_name}\t{row.common_name}\t{row.score:.4f}\t{row.file}\n")
     return out.getvalue()
+
+
+def audacity_labels(result: RecordingResult, k: int = 1, min_score: float = 0.1) -> str:
+    """An Audacity label track (File > Import > Labels): ``start<TAB>end<TAB>name score`` per window and class."""
+    table = result.top_k_table(k, min_score)
+    return "".join(f"{row.start_s:.3f}\t{row.end_s:.3f}\t{display_label(row.scientific_name, row.common_name)} "
+                   f"{row.score:.2f}\n" for row in table.itertuples(index=False))
+
+
+class Clip(NamedTuple):
+    """One detection to cut out of its recording: ``label`` names it in the zip."""
+
+    path: Path
+    file: str
+    label: str
+    start_s: float
+    end_s: float
+
+
+def _safe_part(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-." else "_" for c in text.strip())
+    return "_".join(p for p in keep.split("_") if p)[:60] or "clip"
+
+
+def clip_name(clip: Clip) -> str:
+    """``species_file_time.wav``: e.g. ``Parus_major_dawn_0012.0s.wav``."""
+    return f"{_safe_part(clip.label)}_{_safe_part(Path(clip.file).stem)}_{clip.start_s:06.1f}s.wav"
+
+
+def write_clips_zip(clips: Sequence[Clip], path: str | Path, context_s: float = 1.0,
+                    settings: dict[str, Any] | None = None) -> Path:
+    """A zip of short 16-bit WAVs, one per clip (its window plus ``context_s`` on each side, native rate),
+    named by :func:`clip_name`; ``settings`` go into ``settings.txt`` beside them. Written atomically."""
+    import zipfile
+
+    import soundfile as sf
+
+    from rl_core.audio import read_segment
+
+    if not clips:
+        raise ConfigError("no detections selected to export as clips")
+    path = Path(path)
+    infos: dict[Path, AudioInfo] = {}
+    names = unique_names([clip_name(c) for c in clips])
+    with atomic_write(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+        for clip, name in zip(clips, names):
+            info = infos.setdefault(clip.path, audio_info(clip.path))
+            audio, sr = read_segment(clip.path, clip.start_s - context_s, clip.end_s + context_s, info=info)
+            buffer = io.BytesIO()
+            sf.write(buffer, audio, sr, format="WAV", subtype="PCM_16")
+            archive.writestr(name, buffer.getvalue())
+        if settings:
+            archive.writestr("settings.txt", settings_comment(settings))
+    return path
 
 
 def save_embeddings_npz(results: Sequence[RecordingResult], path: str | Path, model: str | None = None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -60,37 +61,76 @@ def test_every_endpoint_is_listed(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert set(api["named_endpoints"]) == ENDPOINTS
     params = [p["parameter_name"] for p in api["named_endpoints"]["/predict"]["parameters"]]
-    assert params == ["files", "example", "model_name", "top_k"]
+    assert params == ["files", "example", "model_name", "top_k", "min_conf", "sensitivity", "overlap_s", "lat", "lon",
+                      "date", "location_threshold", "species_list", "language", "below"]
+
+
+def _predict(client, files, example="", top_k=4, **options):
+    """/predict with the tab's defaults for every option not given."""
+    values = dict(min_conf=0.25, sensitivity=1.0, overlap_s=0.0, lat="", lon="", date="", location_threshold=0.03,
+                  species_list=None, language="en", below="fade")
+    values.update(options)
+    out = client.predict(files, example, MODEL, top_k, *values.values(), api_name="/predict")
+    keys = ["status", "summary", "pick", "species", "removed", "figure", "audio", "position", "calls", "downloads"]
+    return dict(zip(keys, out))
+
+
+def _column(table, name):
+    return [row[table["headers"].index(name)] for row in table["data"]]
 
 
 def test_predict(client, great_tits, tmp_path):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF....WAVEnot really audio")
-    status, summary, pick, species, timeline, spectrogram, audio, calls, downloads = client.predict(
-        [handle_file(str(great_tits[3].path)), handle_file(str(broken))], "", MODEL, 4,
-        api_name="/predict")
-    assert "Analysed 1 file(s)" in status and "broken.wav" in status
-    assert summary["data"][0][0] == great_tits[3].path.name and summary["data"][0][3] == "Parus major"
-    assert pick["value"] == great_tits[3].path.name
-    assert [row[1] for row in species["data"]][0] == "Parus major" and len(species["data"]) == 4
-    assert timeline["type"] == "plotly" and "Parus major" in timeline["plot"]
-    assert Path(spectrogram).suffix == ".jpg" and Path(spectrogram).stat().st_size > 1000
-    assert Path(audio["value"]).name == great_tits[3].path.name
-    names = sorted(Path(d).name for d in downloads)
-    assert names == sorted(["predictions.csv", f"{great_tits[3].path.stem}.selections.txt", "embeddings.npz"])
-    csv_path = next(d for d in downloads if d.endswith(".csv"))
-    assert pd.read_csv(csv_path)["scientific_name"].iloc[0] == "Parus major"
-    assert np.load(next(d for d in downloads if d.endswith(".npz")))["embeddings"].shape == (1, 1024)
+    out = _predict(client, [handle_file(str(great_tits[3].path)), handle_file(str(broken))])
+    assert "Analysed 1 file(s)" in out["status"] and "broken.wav" in out["status"]
+    assert out["summary"]["data"][0][0] == great_tits[3].path.name and "Parus major" in out["summary"]["data"][0][3]
+    assert out["pick"]["value"] == great_tits[3].path.name
+    assert _column(out["species"], "scientific name")[0] == "Parus major"
+    assert "Parus major" in out["figure"]["plot"]
+    assert Path(out["audio"]["value"]).suffix == ".wav"
+    names = sorted(Path(d).name for d in out["downloads"])
+    stem = great_tits[3].path.stem
+    assert names == sorted(["predictions.csv", f"{stem}.selections.txt", f"{stem}.labels.txt", "embeddings.npz",
+                            "settings.json"])
+    csv_path = next(d for d in out["downloads"] if d.endswith(".csv"))
+    assert pd.read_csv(csv_path, comment="#")["scientific_name"].iloc[0] == "Parus major"
+    assert np.load(next(d for d in out["downloads"] if d.endswith(".npz")))["embeddings"].shape == (1, 1024)
+
+
+def test_predict_every_option(client, storm_petrels, tmp_path):
+    """Each new input of /predict changes what comes back (and what the settings file records)."""
+    petrel = [handle_file(str(storm_petrels[0]))]
+    base = _predict(client, petrel, top_k=5)
+    assert _column(base["species"], "scientific name")[:2] == ["Hydrobates pelagicus", "Laterallus jamaicensis"]
+    strict = _predict(client, petrel, top_k=5, min_conf=0.5, below="hide")
+    assert _column(strict["species"], "scientific name") == ["Hydrobates pelagicus"]
+    keen = _predict(client, petrel, top_k=5, sensitivity=1.5)
+    rail = lambda out: float(_column(out["species"], "max score")[1])  # noqa: E731
+    assert rail(keen) > rail(base) + 0.3
+    overlapped = _predict(client, petrel, overlap_s=1.5)
+    assert overlapped["summary"]["data"][0][2] == 8  # 3-s windows every 1.5 s over 14 s (0.5-s rest dropped)
+    german = _predict(client, petrel, language="de")
+    assert _column(german["species"], "common name")[0] == "Sturmwellenläufer"
+    located = _predict(client, petrel, top_k=5, lat="42.45", lon="-76.48", date="2026-05-12", location_threshold=0.03)
+    assert "Hydrobates pelagicus" in _column(located["removed"], "scientific name")  # not in New York in May
+    assert "Hydrobates pelagicus" not in _column(located["species"], "scientific name")
+    settings = json.loads(Path(next(d for d in located["downloads"] if d.endswith(".json"))).read_text())
+    assert (settings["latitude"], settings["week"], settings["language"]) == (42.45, 18, "en")
+    species_list = tmp_path / "list.txt"
+    species_list.write_text("Laterallus jamaicensis\n")
+    listed = _predict(client, petrel, species_list=handle_file(str(species_list)))
+    assert _column(listed["species"], "scientific name") == ["Laterallus jamaicensis"]
 
 
 def test_predict_bundled_example(client):
-    status, summary, *_ = client.predict([], "storm_petrel_XC46092.wav", MODEL, 2, api_name="/predict")
-    assert summary["data"][0][3] == "Hydrobates pelagicus"
+    out = _predict(client, [], "storm_petrel_XC46092.wav", 2)
+    assert "Hydrobates pelagicus" in out["summary"]["data"][0][3]
 
 
-def test_predict_without_input_is_a_readable_error(client):
-    with pytest.raises(Exception, match="add one or more recordings"):
-        client.predict([], "", MODEL, 3, api_name="/predict")
+def test_predict_without_input_is_a_readable_message(client):
+    out = _predict(client, [], "", 3)
+    assert out["status"].startswith("⚠️") and "add one or more recordings" in out["status"]
 
 
 def test_model_without_weights_offline_is_refused_at_once(client):
@@ -112,7 +152,7 @@ def test_upload_above_max_file_size_is_refused(app, client, tmp_path):
     big = tmp_path / "big.wav"
     sf.write(big, np.zeros(48000 * 40, dtype=np.float32), 48000, subtype="PCM_16")  # 3.8 MB > 3 MB limit
     with pytest.raises(ValueError, match="exceeds the maximum file size of 3000000 bytes"):
-        client.predict([handle_file(str(big))], "", MODEL, 3, api_name="/predict")
+        _predict(client, [handle_file(str(big))], "", 3)
     # the server refuses it too, whatever the client does
     import httpx
 

@@ -200,3 +200,27 @@ def test_filter_on_a_real_great_tit_recording(great_tits):
     assert len(tits) < (oxford.scientific_name == "Parus major").sum() or len(tits) == 1
     mask = DetectionFilter(**OXFORD).class_mask(result.labels)
     assert mask.shape == (6522,) and mask[result.labels.index("Parus major")]
+
+
+def test_view_week_of_date_and_display_label():
+    from rl_core.detection_filters import display_label, week_of_date
+    from rl_core.inference import RecordingResult
+
+    assert [week_of_date(d) for d in ("2026-01-01", "2026-01-08", "2026-01-31", "2026-06-10", "2026-12-31")] == [
+        1, 2, 4, 22, 48]
+    with pytest.raises(ConfigError, match="YYYY-MM-DD"):
+        week_of_date("10/06/2026")
+    assert display_label("Dog", "Hund") == "Hund (non-species sound)"
+    assert display_label("Parus major", "Great Tit") == "Great Tit (Parus major)"
+    scores = np.array([[0.9, 0.1], [0.2, 0.6]], dtype=np.float32)
+    result = RecordingResult("a.wav", None, 6.0, 48000, np.array([0.0, 3.0]), np.array([3.0, 6.0]), scores, None,
+                             ["Parus major", "Hydrobates pelagicus"], ["Great Tit", "European Storm-Petrel"])
+    view = DetectionFilter(sensitivity=1.5, language="de", species_list=("Parus major",)).view(result)
+    assert view.common_names == ["Kohlmeise", "Sturmwellenläufer"]
+    assert view.scores[0, 0] > 0.99 and result.scores[0, 0] == pytest.approx(0.9)  # the stored scores unchanged
+    assert view.reported_scores()[:, 1].tolist() == [0.0, 0.0]  # not on the list: scored 0
+    sparse = RecordingResult("a.wav", None, 6.0, 48000, np.array([0.0, 3.0]), np.array([3.0, 6.0]), None, None,
+                             ["Parus major", "Hydrobates pelagicus"], None, top_indices=np.array([[0, 1], [1, 0]]),
+                             top_scores=np.array([[0.9, 0.1], [0.6, 0.2]], dtype=np.float32))
+    sparse_view = DetectionFilter(species_list=("Parus major",)).view(sparse)
+    assert sparse_view.top_scores.tolist() == [[pytest.approx(0.9), 0.0], [0.0, pytest.approx(0.2)]]

@@ -47,7 +47,7 @@ def browser():
 
 @pytest.fixture
 def page(app, browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(app.url)
@@ -74,24 +74,129 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def cell(page, table: str, row: int, col: int):
+    return page.locator(f'{table} [data-testid="cell-{row}-{col}"]')
+
+
+def column(page, table: str, col: int) -> list[str]:
+    return [t.strip() for t in page.locator(f'{table} [data-testid^="cell-"][data-col="{col}"]').all_inner_texts()]
+
+
+def figure_title(page) -> str:
+    return page.locator("#inf-view .gtitle").first.text_content()
+
+
+def analyse_example(page, name: str = "storm_petrel_XC46092.wav") -> None:
+    page.locator("#inf-example input").click()
+    page.get_by_role("option", name=name).click()
+    page.click("#inf-run")
+    page.locator("#inf-status").get_by_text("Analysed").wait_for(timeout=120_000)
+    page.locator("#inf-view .js-plotly-plot").wait_for()
+
+
+def set_text(page, selector: str, value: str) -> None:
+    box = page.locator(f"{selector} input, {selector} textarea").first
+    box.fill(value)
+    box.press("Enter")
+
+
 def test_inference_shows_great_tit(page, great_tits, storm_petrels):
     upload(page, "#inf-files", [great_tits[0].path, storm_petrels[0]])
     page.click("#inf-run")
-    species = page.locator("#inf-species")
-    species.get_by_text("Parus major").wait_for(timeout=120_000)
-    assert species.get_by_text("Great Tit", exact=True).count() >= 1
-    summary = page.locator("#inf-summary")
-    assert summary.get_by_text("Hydrobates pelagicus").count() >= 1
-    for name in ("predictions.csv", f"{storm_petrels[0].stem}.selections.txt", "embeddings.npz"):
+    page.locator("#inf-status").get_by_text("Analysed 2 file(s)").wait_for(timeout=120_000)
+    assert column(page, "#inf-species", 2)[0] == "Parus major" and column(page, "#inf-species", 1)[0] == "Great Tit"
+    assert page.locator("#inf-summary").get_by_text("Hydrobates pelagicus", exact=False).count() >= 1
+    for name in ("predictions.csv", f"{storm_petrels[0].stem}.selections.txt", f"{storm_petrels[0].stem}.labels.txt",
+                 "embeddings.npz", "settings.json"):
         page.locator(f'#inf-downloads td.filename[aria-label="{name}"]').wait_for()
-    page.locator("#inf-timeline .js-plotly-plot").wait_for()
-    # switch the per-file view to the storm-petrel
     pick = page.locator("#inf-pick input")
     pick.click()
     page.get_by_role("option", name=storm_petrels[0].name).click()
-    species.get_by_text("Hydrobates pelagicus").wait_for()
-    page.locator("#inf-timeline").get_by_text(storm_petrels[0].name).first.wait_for()
+    page.wait_for_function("() => document.querySelector('#inf-view .gtitle')?.textContent.includes('XC46092')")
+    assert column(page, "#inf-species", 2)[0] == "Hydrobates pelagicus"
+    # one progress bar per run: no panel but the status line shows a progress tracker
     shot(page, "inference")
+
+
+def test_location_and_week_move_a_species_to_the_removed_list(page):
+    analyse_example(page)
+    assert "Hydrobates pelagicus" in column(page, "#inf-species", 2)
+    set_text(page, "#inf-lat", "42.45")
+    set_text(page, "#inf-lon", "-76.48")
+    set_text(page, "#inf-date", "2026-05-12")
+    page.wait_for_function(
+        "() => !document.querySelector('#inf-species').innerText.includes('Hydrobates pelagicus')")
+    box = page.locator("#inf-removed-box")
+    box.get_by_text(re.compile(r"Removed by the location filter: \d+ species")).click()
+    assert "Hydrobates pelagicus" in column(page, "#inf-removed", 1)
+
+
+def test_raising_minimum_confidence_removes_weak_rows(page):
+    analyse_example(page)
+    assert len(column(page, "#inf-species", 2)) == 5  # two strong and three faded rows
+    page.locator("#inf-below").get_by_text("hide them").click()
+    page.wait_for_function("() => document.querySelectorAll('#inf-species [data-col=\"2\"][data-testid^=cell]')"
+                           ".length === 2")
+    set_text(page, "#inf-min-conf", "0.5")
+    page.wait_for_function("() => document.querySelectorAll('#inf-species [data-col=\"2\"][data-testid^=cell]')"
+                           ".length === 1")
+    assert column(page, "#inf-species", 2) == ["Hydrobates pelagicus"]
+
+
+def test_clicking_a_detection_plays_its_window(page):
+    analyse_example(page)
+    assert "0.0-14.0 s" in figure_title(page)
+    before = page.locator("#inf-audio").inner_text()
+    cell(page, "#inf-species", 1, 1).click()  # Black Rail, best at 9 s
+    page.wait_for_function("() => document.querySelector('#inf-view .gtitle').textContent.includes('8.0-13.0 s')")
+    page.locator("#inf-audio").get_by_text("8.0-13.0 s").wait_for()
+    assert page.locator("#inf-audio").inner_text() != before
+    # a timeline cell: the heatmap's first row, at about 4 s
+    heatmap = page.locator("#inf-view .nsewdrag").last  # the timeline's plot area (the spectrogram's is first)
+    heatmap.click(position={"x": heatmap.bounding_box()["width"] * 0.1, "y": 5}, force=True)  # 8.5 s, top row
+    page.wait_for_function("() => document.querySelector('#inf-view .gtitle').textContent.includes('5.0-10.0 s')")
+    page.locator("#inf-audio").get_by_text("5.0-10.0 s").wait_for()
+
+
+def test_five_minute_file_spectrogram_moves_to_minute_four(page, great_tits, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    song, sr = sf.read(great_tits[0].path, dtype="float32")
+    audio = np.random.default_rng(0).normal(0, 0.002, 300 * sr).astype(np.float32)
+    for start in range(0, 298 * sr, 20 * sr):
+        audio[start:start + len(song)] += song
+    path = tmp_path / "five_minutes.wav"
+    sf.write(path, audio, sr, subtype="PCM_16")
+    upload(page, "#inf-files", [path])
+    page.click("#inf-run")
+    page.locator("#inf-status").get_by_text("Analysed 1 file(s)").wait_for(timeout=180_000)
+    page.wait_for_function("() => document.querySelector('#inf-view .gtitle')?.textContent.includes('of 300.0 s')")
+    set_text(page, "#inf-position", "240")
+    page.wait_for_function("() => document.querySelector('#inf-view .gtitle').textContent.includes('240.0-270.0 s')")
+    page.locator("#inf-audio").get_by_text("240.0-270.0 s").wait_for()
+    ticks = page.locator("#inf-view .x2tick text, #inf-view .xtick text").all_text_contents()
+    assert "250" in ticks and "260" in ticks  # round times on the shared axis
+
+
+def test_unavailable_model_gives_one_clear_message(page):
+    page.locator("#inf-model input").click()
+    page.get_by_role("option", name=re.compile(r"^esp_aves2_sl_beats_all")).click()
+    page.locator("#inf-example input").click()
+    page.get_by_role("option", name="great_tit_SW83.wav").click()
+    page.click("#inf-run")
+    status = page.locator("#inf-status")
+    status.get_by_text("cannot be downloaded offline").wait_for(timeout=30_000)
+    text = status.inner_text()
+    assert "://" not in text and "/root" not in text and "/home" not in text
+    assert page.get_by_text("Error", exact=True).count() == 0  # no red badges on the panels
+
+
+def test_german_common_names(page):
+    analyse_example(page)
+    page.locator("#inf-language input").click()
+    page.get_by_role("option", name="German").click()
+    page.wait_for_function("() => document.querySelector('#inf-species').innerText.includes('Sturmwellenläufer')")
 
 
 def test_broken_file_shows_a_message_naming_it(page, great_tits, tmp_path):
@@ -102,8 +207,7 @@ def test_broken_file_shows_a_message_naming_it(page, great_tits, tmp_path):
     status = page.locator("#inf-status")
     status.get_by_text("could not be analysed").wait_for(timeout=120_000)
     assert "broken_upload.wav" in status.inner_text()
-    # the good file was still analysed
-    page.locator("#inf-species").get_by_text("Parus major").wait_for()
+    assert column(page, "#inf-species", 2)[0] == "Parus major"  # the good file was still analysed
 
 
 def test_embedding_map_has_one_point_per_file(page):

@@ -81,7 +81,7 @@ def test_every_caller_embeds_a_recording_identically(tmp_path, birdnet, storm_pe
     mapped = embedding_map.build_map([str(path), str(storm_petrels[1])], model_name=MODEL, method="PCA")
     np.testing.assert_array_equal(np.load(mapped.downloads[1])["embeddings"][0], pooled)
 
-    app = inference.analyse([str(path)], MODEL, 3)
+    app = inference.render(inference.analyse([str(path)], MODEL, 3), inference.Options())
     app_npz = load_embeddings_npz(next(d for d in app.downloads if d.endswith(".npz")))
     np.testing.assert_array_equal(app_npz["embeddings"], api.embeddings)
 
@@ -159,7 +159,7 @@ def test_cli_and_app_write_one_npz_layout(tmp_path, storm_petrels):
     names = [p.name for p in storm_petrels]
     cli_data = load_embeddings_npz(out)
     _check_layout(cli_data, names, [5, 5], MODEL)
-    app = inference.analyse([str(p) for p in storm_petrels], MODEL, 3)
+    app = inference.render(inference.analyse([str(p) for p in storm_petrels], MODEL, 3), inference.Options())
     app_data = load_embeddings_npz(next(d for d in app.downloads if d.endswith(".npz")))
     _check_layout(app_data, names, [5, 5], MODEL)
     np.testing.assert_array_equal(cli_data["embeddings"], app_data["embeddings"])
@@ -218,7 +218,7 @@ def test_ui_species_table_comes_from_the_result(birdnet, storm_petrels):
 # --------------------------------------------------------------------------- header read once
 def test_inference_request_reads_each_header_once(tmp_path, storm_petrels, monkeypatch):
     """One upload: soundfile reads its header once (audio_info); the model's pass and the first-minute preview
-    (shared by the spectrogram and the player copy) decode it once each (sf.info opens the file too: 3 opens)."""
+    (the first view, shared by the spectrogram and the player) decode it once each (sf.info opens the file too: 3 opens)."""
     from ui import inference
 
     inference.analyse([str(storm_petrels[0])], MODEL, 3)  # warm the model outside the count
@@ -231,7 +231,8 @@ def test_inference_request_reads_each_header_once(tmp_path, storm_petrels, monke
 
     class CountingFile(real_file):
         def __init__(self, *args, **kwargs):
-            calls["open"] += 1
+            mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
+            calls["open"] += "r" in mode  # the player's WAV copy is written, not read
             super().__init__(*args, **kwargs)
 
         def read(self, *args, **kwargs):
@@ -240,9 +241,10 @@ def test_inference_request_reads_each_header_once(tmp_path, storm_petrels, monke
 
     monkeypatch.setattr(sf, "info", counting_info)
     monkeypatch.setattr(sf, "SoundFile", CountingFile)
-    result = inference.analyse([str(storm_petrels[0])], MODEL, 3)
-    assert not result.errors and len(result.files) == 1
-    assert calls == {"info": 1, "open": 3, "read": 2}  # 14 s: one block for the model, one for the preview
+    run = inference.analyse([str(storm_petrels[0])], MODEL, 3)
+    inference._outputs(run, inference.Options())  # what the page shows: tables, spectrogram and player
+    assert not run.errors and len(run.results) == 1
+    assert calls == {"info": 1, "open": 3, "read": 2}  # 14 s: one block for the model, one for the view
 
 
 # --------------------------------------------------------------------------- bounded work
@@ -313,17 +315,19 @@ def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
         target = folder / "song.wav"
         target.write_bytes(Path(source).read_bytes())
         uploads.append(str(target))
-    result = inference.analyse(uploads, MODEL, 2)
+    # minimum confidence 0: every window's top 2 reaches the downloads
+    result = inference.render(inference.analyse(uploads, MODEL, 2), inference.Options(min_conf=0.0))
     assert list(result.files) == ["song.wav", "song (2).wav"] and not result.errors
     assert "upload 2 (song.wav) is song (2).wav" in result.message
     names = sorted(Path(d).name for d in result.downloads)
-    assert names == ["embeddings.npz", "predictions.csv", "song (2).selections.txt", "song.selections.txt"]
+    assert names == ["embeddings.npz", "predictions.csv", "settings.json", "song (2).labels.txt",
+                     "song (2).selections.txt", "song.labels.txt", "song.selections.txt"]
     by_name = {Path(d).name: Path(d) for d in result.downloads}
     first = by_name["song.selections.txt"].read_text().splitlines()
     second = by_name["song (2).selections.txt"].read_text().splitlines()
     assert len(first) > 1 and all(line.endswith("\tsong.wav") for line in first[1:])
     assert len(second) > 1 and all(line.endswith("\tsong (2).wav") for line in second[1:])
-    table = pd.read_csv(by_name["predictions.csv"])  # every window of each file, top 2
+    table = pd.read_csv(by_name["predictions.csv"], comment="#")  # every window of each file, top 2
     assert table.groupby("file").size().to_dict() == {"song.wav": 10, "song (2).wav": 10}
     npz = load_embeddings_npz(by_name["embeddings.npz"])
     assert npz["files"].tolist() == ["song.wav", "song (2).wav"]

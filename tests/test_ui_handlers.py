@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import zipfile
@@ -11,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from PIL import Image
 
 from ui import common, embedding_map, inference, zoo
 from ui.common import UserFacingError
@@ -92,85 +92,202 @@ def test_model_absent_offline_is_refused_before_the_model_slot(monkeypatch, tmp_
     assert verdicts[2]["message"].startswith("the weights of model 'esp_aves2_eat_all' are not on this machine")
     assert common.model_validator(2)([], "", MODEL, 3)[2]["is_valid"]  # bundled: accepted
     assert common.model_validator(2)([], "", "", 3)[2]["is_valid"]  # empty: the handler says what to do
-    with pytest.raises(UserFacingError, match="could not be loaded: the weights of model 'esp_aves2_eat_all' are "
-                                              "not on this machine .*huggingface-cli download"):
+    with pytest.raises(UserFacingError, match="the weights of model 'esp_aves2_eat_all' are not on this machine "
+                                              ".*huggingface-cli download.*choose a model marked 'ready'"):
         inference.analyse([str(great_tits[0].path)], "esp_aves2_eat_all", 3)
     assert time.monotonic() - start < 3
 
 
 # --------------------------------------------------------------------------- inference
+def _shown(files, options=None, **kwargs):
+    options = options or inference.Options()
+    run = inference.analyse(files, MODEL, options=options, **kwargs)
+    return run, inference.render(run, options)
+
+
 def test_analyse_real_recordings_and_a_broken_file(great_tits, storm_petrels, broken_wav):
     seen = []
-    result = inference.analyse(
-        [str(great_tits[0].path), str(broken_wav), str(storm_petrels[0])], MODEL, top_k=3,
-        progress=lambda fraction, message: seen.append(fraction),
-    )
-    assert list(result.files) == [great_tits[0].path.name, storm_petrels[0].name]
-    assert len(result.errors) == 1 and "broken_recording.wav" in result.errors[0]
-    assert "broken_recording.wav" in result.message and "could not be analysed" in result.message
-    tit = result.files[great_tits[0].path.name]
+    run, shown = _shown([str(great_tits[0].path), str(broken_wav), str(storm_petrels[0])], top_k=3,
+                        progress=lambda fraction, message: seen.append(fraction))
+    assert list(shown.files) == [great_tits[0].path.name, storm_petrels[0].name]
+    assert len(shown.errors) == 1 and "broken_recording.wav" in shown.errors[0]
+    assert "broken_recording.wav" in shown.message and "could not be analysed" in shown.message
+    assert "/tmp" not in shown.message  # named by its upload name, not a server path
+    tit = shown.files[great_tits[0].path.name]
     assert tit.species.iloc[0]["scientific name"] == "Parus major"
     assert tit.species.iloc[0]["common name"] == "Great Tit"
-    assert len(tit.species) == 3
-    petrel = result.files[storm_petrels[0].name]
+    petrel = shown.files[storm_petrels[0].name]
     assert petrel.species.iloc[0]["scientific name"] == "Hydrobates pelagicus"
     assert petrel.species.iloc[0]["max score"] > 0.9
-    assert petrel.timeline_starts == [0.0, 3.0, 6.0, 9.0, 12.0]  # 14-s file, 3-s windows
-    assert petrel.timeline_edges[-1] == pytest.approx(14.0, abs=0.01)  # the last window ends with the file
-    assert len(petrel.timeline_labels) == inference.TIMELINE_SPECIES
-    assert np.asarray(petrel.timeline_scores).shape == (inference.TIMELINE_SPECIES, 5)
+    assert petrel.timeline_edges == pytest.approx([0.0, 3.0, 6.0, 9.0, 12.0, 14.0], abs=0.01)  # 14-s file
+    assert petrel.timeline_labels[0] == "European Storm-Petrel (Hydrobates pelagicus)"
+    assert petrel.timeline_scores.shape == (len(petrel.timeline_labels), 5)
+    assert petrel.timeline_scores.max(axis=1).min() >= inference.DISPLAY_FLOOR  # no rows of zeros
     assert seen and max(seen) == pytest.approx(1.0)
-    assert list(result.summary["top species"]) == ["Parus major", "Hydrobates pelagicus"]
+    assert shown.summary["top species"].tolist() == ["Great Tit (Parus major)",
+                                                     "European Storm-Petrel (Hydrobates pelagicus)"]
 
-    names = [Path(p).name for p in result.downloads]
-    assert names[0] == "predictions.csv" and names[-1] == "embeddings.npz"
-    predictions = pd.read_csv(result.downloads[0])
+    names = [Path(p).name for p in shown.downloads]
+    assert names == ["predictions.csv", f"{great_tits[0].path.stem}.selections.txt",
+                     f"{great_tits[0].path.stem}.labels.txt", f"{storm_petrels[0].stem}.selections.txt",
+                     f"{storm_petrels[0].stem}.labels.txt", "embeddings.npz", "settings.json"]
+    text = Path(shown.downloads[0]).read_text()
+    assert "# min_conf: 0.25\n" in text and "# model: birdnet_v2_4\n" in text  # the settings head every export
+    predictions = pd.read_csv(shown.downloads[0], comment="#")
     assert list(predictions.columns) == ["file", "start_s", "end_s", "rank", "scientific_name", "common_name", "score"]
-    assert len(predictions) == (1 + 5) * 3  # windows x top-k
-    raven = Path(result.downloads[names.index(f"{storm_petrels[0].stem}.selections.txt")]).read_text()
-    header = raven.splitlines()[0].split("\t")
-    assert header[:5] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)"]
+    assert predictions["score"].min() >= 0.25  # the minimum confidence the page shows, nothing hidden
+    raven = Path(shown.downloads[3]).read_text()
+    assert raven.splitlines()[0].split("\t")[:5] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)"]
     assert "Hydrobates pelagicus" in raven
-    npz = np.load(result.downloads[-1])
+    labels = Path(shown.downloads[4]).read_text().splitlines()
+    start, end, label = labels[0].split("\t")
+    assert (float(start), float(end)) == (0.0, 3.0) and label.startswith("European Storm-Petrel (Hydrobates pelagicus) 1.0")
+    npz = np.load(shown.downloads[5])
     assert npz["embeddings"].shape == (6, 1024) and npz["embeddings"].dtype == np.float32
-    assert list(npz["files"]) == [great_tits[0].path.name, storm_petrels[0].name]
-    assert np.bincount(npz["file_index"]).tolist() == [1, 5]
-    assert npz["end_s"][0] == pytest.approx(npz["start_s"][0] + 2.48, abs=0.6)
-
-    image = Image.open(tit.spectrogram)
-    assert image.width >= 600 and image.height >= 300
-    assert tit.audio == str(great_tits[0].path) and tit.audio_caption == "Original recording"
+    settings = json.loads(Path(shown.downloads[6]).read_text())
+    assert settings["min_conf"] == 0.25 and settings["sensitivity"] == 1.0 and settings["latitude"] is None
 
 
-def test_long_file_reports_progress_along_the_way(tmp_path, great_tits):
-    # 30 s: a great-tit song repeated over quiet noise, so the file is long but real
+def test_minimum_confidence_fades_or_hides_weak_rows(storm_petrels):
+    run, shown = _shown([str(storm_petrels[0])], top_k=5)
+    rows = shown.files[storm_petrels[0].name]
+    names = rows.species["scientific name"].tolist()
+    assert names[:2] == ["Hydrobates pelagicus", "Laterallus jamaicensis"]  # Black Rail at ~0.4
+    assert rows.weak[:2] == [False, False] and all(rows.weak[2:])  # the rest score under 0.25: faded
+    stricter = inference.render(run, inference.Options(min_conf=0.5))
+    assert stricter.files[storm_petrels[0].name].weak[:2] == [False, True]
+    hidden = inference.render(run, inference.Options(min_conf=0.5, below="hide")).files[storm_petrels[0].name]
+    assert hidden.species["scientific name"].tolist() == ["Hydrobates pelagicus"]
+    assert hidden.timeline_labels == ["European Storm-Petrel (Hydrobates pelagicus)"]
+    styled = inference.styled_species(stricter.files[storm_petrels[0].name])
+    styled_rows = {row for (row, _col), props in styled._compute().ctx.items() if ("color", "#9ca3af") in props}
+    assert styled_rows == {1, 2, 3, 4} and "1.000" in styled.to_html()  # grey rows; 3 decimals
+
+
+def test_location_and_week_remove_out_of_range_species(great_tits):
+    run, europe = _shown([str(great_tits[0].path)], inference.Options(lat=52.5, lon=13.4, date="2026-05-12"))
+    name = great_tits[0].path.name
+    assert europe.files[name].species.iloc[0]["scientific name"] == "Parus major"
+    assert europe.files[name].removed.empty
+    ithaca = inference.render(run, inference.Options(lat=42.45, lon=-76.48, date="2026-05-12"))
+    view = ithaca.files[name]
+    assert "Parus major" not in view.species["scientific name"].tolist()  # no great tits in New York
+    assert view.removed["scientific name"].tolist()[0] == "Parus major"
+    assert view.removed["occurrence here"].iloc[0] < 0.03 and view.removed["max score"].iloc[0] > 0.9
+    settings = json.loads(Path(ithaca.downloads[-1]).read_text())
+    assert (settings["latitude"], settings["longitude"], settings["week"]) == (42.45, -76.48, 18)
+    with pytest.raises(UserFacingError, match="latitude '42,x' is not a number"):
+        inference.options_from_inputs(lat="42,x", lon="1")
+    with pytest.raises(UserFacingError, match="both latitude and longitude"):
+        inference.render(run, inference.Options(lat=42.0))
+
+
+def test_language_sensitivity_and_species_list(storm_petrels, tmp_path):
+    run, german = _shown([str(storm_petrels[0])], inference.Options(language="de"))
+    petrel = german.files[storm_petrels[0].name]
+    assert petrel.species.iloc[0]["common name"] == "Sturmwellenläufer"
+    assert petrel.timeline_labels[0] == "Sturmwellenläufer (Hydrobates pelagicus)"
+    plain = inference.render(run, inference.Options()).files[storm_petrels[0].name].species
+    keen = inference.render(run, inference.Options(sensitivity=1.5)).files[storm_petrels[0].name].species
+    rail = lambda t: float(t.loc[t["scientific name"] == "Laterallus jamaicensis", "max score"].iloc[0])  # noqa: E731
+    assert rail(keen) > rail(plain) + 0.3  # +5 on the logit, as BirdNET-Analyzer's sensitivity 1.5
+    only = tmp_path / "my_species.txt"
+    only.write_text("# pelagic birds\nHydrobates pelagicus_European Storm-Petrel\n")
+    listed = inference.render(run, inference.Options(species_list=str(only))).files[storm_petrels[0].name]
+    assert listed.species["scientific name"].tolist() == ["Hydrobates pelagicus"]
+    wrong = tmp_path / "typo.txt"
+    wrong.write_text("Hydrobates pelagicuss\n")
+    with pytest.raises(Exception, match="did you mean 'Hydrobates pelagicus'"):
+        inference.render(run, inference.Options(species_list=str(wrong)))
+
+
+def test_overlap_shortens_the_hop(storm_petrels):
+    run, shown = _shown([str(storm_petrels[0])], inference.Options(overlap_s=1.5))
+    assert run.hop_s == 1.5
+    edges = shown.files[storm_petrels[0].name].timeline_edges
+    assert edges[:4] == pytest.approx([0.0, 1.5, 3.0, 4.5])
+    with pytest.raises(UserFacingError, match="below the model's 3-s window"):
+        inference.analyse([str(storm_petrels[0])], MODEL, options=inference.Options(overlap_s=3.0))
+
+
+def test_non_species_classes_are_named_as_such():
+    from rl_core.inference import RecordingResult
+
+    scores = np.array([[0.9, 0.1, 0.6], [0.2, 0.05, 0.7]], dtype=np.float32)
+    result = RecordingResult("yard.wav", None, 6.0, 48000, np.array([0.0, 3.0]), np.array([3.0, 6.0]), scores, None,
+                             ["Dog", "Parus major", "Engine"], ["Dog", "Great Tit", "Engine"])
+    table = inference.species_table(result, 3)
+    assert table["scientific name"].tolist() == ["(non-species sound)", "(non-species sound)", "Parus major"]
+    assert result.timeline(2).labels == ["Dog (non-species sound)", "Engine (non-species sound)"]
+
+
+def test_unavailable_model_fails_at_once_without_url(monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    label = dict((key, text) for text, key in common.model_choices())
+    assert label["birdnet_v2_4"] == "birdnet_v2_4 · species names · ready"
+    assert label["esp_aves2_eat_all"].endswith("embeddings only (no species names) · needs a download (not possible offline)")
+    t0 = time.perf_counter()
+    with pytest.raises(UserFacingError) as err:
+        inference.analyse(None, "esp_aves2_sl_beats_all", example="great_tit_SW83.wav")
+    assert time.perf_counter() - t0 < 2.0
+    message = str(err.value)
+    assert "cannot be downloaded now" in message and "://" not in message and "/root" not in message
+    status, *rest = inference.on_run(None, "great_tit_SW83.wav", "esp_aves2_sl_beats_all", 3)
+    assert status.startswith("⚠️") and "://" not in status
+    assert all(type(r).__name__ == "skip" or r == {"__type__": "update"} for r in rest)  # panels keep content
+
+
+def test_long_file_listen_anywhere(tmp_path, great_tits):
+    # 5 minutes: a great-tit song every 20 s over quiet noise
     song, sr = sf.read(great_tits[0].path, dtype="float32")
-    rng = np.random.default_rng(0)
-    audio = rng.normal(0, 0.002, 30 * sr).astype(np.float32)
-    for start in range(0, 28 * sr, 6 * sr):
+    audio = np.random.default_rng(0).normal(0, 0.002, 300 * sr).astype(np.float32)
+    for start in range(0, 298 * sr, 20 * sr):
         audio[start:start + len(song)] += song
-    path = tmp_path / "long_dawn_chorus.flac"
+    path = tmp_path / "five_minutes.flac"
     sf.write(path, audio, sr)
     updates = []
-    result = inference.analyse([str(path)], MODEL, top_k=1, progress=lambda f, m: updates.append((f, m)))
+    run, shown = _shown([str(path)], top_k=1, progress=lambda f, m: updates.append((f, m)))
     fractions = [f for f, _ in updates]
-    assert fractions == sorted(fractions)  # the bar only moves forward
-    assert len({round(f, 3) for f in fractions if 0 < f < 1}) >= 5  # many steps, not just start and end
-    assert any("long_dawn_chorus.flac" in m and "/ 30 s" in m for _, m in updates)
-    view = result.files["long_dawn_chorus.flac"]
-    assert len(view.timeline_starts) == 10
-    assert view.species.iloc[0]["scientific name"] == "Parus major"
-    assert "Converted to WAV" not in view.audio_caption  # FLAC plays in the browser as it is
+    assert fractions == sorted(fractions) and len({round(f, 3) for f in fractions if 0 < f < 1}) >= 5
+    view = shown.files["five_minutes.flac"]
+    assert view.species.iloc[0]["scientific name"] == "Parus major" and len(view.timeline_edges) == 101
+    heard = inference.listen(run, "five_minutes.flac", view, 240.0, 270.0, inference.Options())
+    assert sf.info(heard.audio).duration == pytest.approx(30.0, abs=0.01)
+    played, _ = sf.read(heard.audio, dtype="float32")
+    assert np.abs(played - audio[240 * sr:270 * sr]).max() < 1e-3  # minute 4, not the first minute
+    layout = heard.figure.layout
+    assert tuple(layout.xaxis.range) == (240.0, 270.0) and layout.images[0].x == 240.0
+    assert layout.images[0].sizex == 30.0 and layout.yaxis.range[1] == pytest.approx(sr / 2000)
+    assert heard.figure.data[-1].type == "heatmap" and heard.figure.data[-1].x[-1] == pytest.approx(300.0)
 
 
-def test_ultrasonic_recording_gets_spectrogram_and_time_expanded_audio(vocalpy_dir):
-    bat_like = vocalpy_dir / "BM003.wav"  # mouse ultrasonic vocalisation at 300 kHz
-    result = inference.analyse([str(bat_like)], MODEL, top_k=2)
-    view = result.files["BM003.wav"]
-    assert Image.open(view.spectrogram).height >= 300
-    assert "slowed 10x" in view.audio_caption
-    assert sf.info(view.audio).samplerate == 30000
-    assert sf.info(view.audio).duration == pytest.approx(0.4 * 10, rel=0.01)
+def test_clips_zip_of_detections(storm_petrels):
+    run, shown = _shown([str(storm_petrels[0])])
+    path = inference.clips_zip(run, storm_petrels[0].name, inference.Options(min_conf=0.3))
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert "settings.txt" in names and "# min_conf: 0.3" in archive.read("settings.txt").decode()
+        wavs = sorted(n for n in names if n.endswith(".wav"))
+        assert len(wavs) == 6  # five petrel windows and the black rail
+        first = f"European_Storm-Petrel_Hydrobates_pelagicus_{storm_petrels[0].stem}_0003.0s.wav"
+        assert first in wavs
+        with archive.open(first) as handle:
+            info = sf.info(handle)
+        assert info.duration == pytest.approx(3.0 + 2 * inference.CONTEXT_S, abs=0.01)
+    with pytest.raises(UserFacingError, match="lower the minimum confidence"):
+        inference.clips_zip(run, storm_petrels[0].name, inference.Options(), species=["Parus major"])
+
+
+def test_ultrasonic_recording_gets_time_expanded_audio(vocalpy_dir):
+    run, shown = _shown([str(vocalpy_dir / "BM003.wav")], top_k=2)  # mouse vocalisation at 300 kHz
+    view = shown.files["BM003.wav"]
+    heard = inference.listen(run, "BM003.wav", view, 0.0, 30.0, inference.Options())
+    assert "slowed 10x" in heard.caption
+    assert sf.info(heard.audio).samplerate == 30000
+    assert sf.info(heard.audio).duration == pytest.approx(0.4 * 10, rel=0.01)
+    assert heard.figure.layout.yaxis.range[1] == pytest.approx(150.0)  # the whole band, in kHz
 
 
 def test_spectrogram_keeps_the_ultrasonic_band(vocalpy_dir):
@@ -186,31 +303,31 @@ def test_spectrogram_keeps_the_ultrasonic_band(vocalpy_dir):
 
 
 def test_analyse_example_and_input_errors():
-    result = inference.analyse(None, MODEL, top_k=1, example="great_tit_SW83.wav")
-    assert result.files["great_tit_SW83.wav"].species.iloc[0]["scientific name"] == "Parus major"
+    run, shown = _shown(None, top_k=1, example="great_tit_SW83.wav")
+    assert shown.files["great_tit_SW83.wav"].species.iloc[0]["scientific name"] == "Parus major"
     with pytest.raises(UserFacingError, match="add one or more recordings"):
         inference.analyse([], MODEL)
     with pytest.raises(UserFacingError, match="unknown example"):
         inference.analyse(None, MODEL, example="nope.wav")
-    with pytest.raises(UserFacingError, match="top-k"):
+    with pytest.raises(UserFacingError, match="species per file"):
         inference.analyse(None, MODEL, top_k=0, example="great_tit_SW83.wav")
-    with pytest.raises(UserFacingError, match="could not be loaded"):
+    with pytest.raises(UserFacingError, match="unknown model"):
         inference.analyse(None, "no_such_model", example="great_tit_SW83.wav")
 
 
 def test_only_broken_files_reports_each(tmp_path, broken_wav):
     empty = tmp_path / "empty.flac"
     empty.write_bytes(b"")
-    result = inference.analyse([str(broken_wav), str(empty)], MODEL)
-    assert result.files == {} and result.downloads == []
-    assert len(result.errors) == 2
-    assert "broken_recording.wav" in result.errors[0] and "empty.flac" in result.errors[1]
+    run, shown = _shown([str(broken_wav), str(empty)])
+    assert shown.files == {} and shown.downloads == []
+    assert len(shown.errors) == 2
+    assert "broken_recording.wav" in shown.errors[0] and "empty.flac" in shown.errors[1]
 
 
 def test_file_size_limit_is_enforced(great_tits):
     common.configure(max_file_size_mb=0.01)
-    result = inference.analyse([str(great_tits[0].path)], MODEL)
-    assert "above this server's limit" in result.errors[0]
+    run, shown = _shown([str(great_tits[0].path)])
+    assert "above this server's limit" in shown.errors[0] and "--max-file-size" in shown.errors[0]
 
 
 # --------------------------------------------------------------------------- embedding map

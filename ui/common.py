@@ -36,7 +36,7 @@ class Settings:
 
     device: str = "cpu"
     #: largest single upload, enforced by Gradio (browser, client and server) and re-checked here
-    max_file_size_mb: float = 200.0
+    max_file_size_mb: float = 400.0
     #: most recordings one embedding-map request may hold (after unzipping)
     max_files: int = 500
     #: largest total size of the recordings in one request, after unzipping (zip-bomb guard)
@@ -235,7 +235,8 @@ def check_file_size(path: str | os.PathLike) -> None:
     if size_mb > SETTINGS.max_file_size_mb:
         raise UserFacingError(
             f"{display_name(path)} is {size_mb:.1f} MB, above this server's limit of "
-            f"{SETTINGS.max_file_size_mb:g} MB (--max-file-size)"
+            f"{SETTINGS.max_file_size_mb:g} MB; split it, or start the app with a higher limit "
+            f"(python app.py --max-file-size 1GB)"
         )
 
 
@@ -246,19 +247,33 @@ def model_infos() -> dict[str, dict[str, Any]]:
     return list_models(print_table=False)
 
 
+def model_state(name: str, info: dict[str, Any]) -> str:
+    """What a model gives here, in words: species names / embeddings only, ready / needs a download."""
+    from rl_core.catalog import weights_status
+    from rl_core.checkpoints import source_reachable
+
+    gives = "species names" if info["has_trained_classifier"] else "embeddings only (no species names)"
+    status = weights_status(name)
+    if status.present:
+        return f"{gives} · ready"
+    if status.state in ("random", "missing"):
+        return f"{gives} · no trained weights here"
+    return f"{gives} · needs a download" + ("" if source_reachable(status.url) else " (not possible offline)")
+
+
 def model_choices(need_classifier: bool = False) -> list[tuple[str, str]]:
-    """(label, registry key) pairs for a model dropdown: usable models first, each labelled with its weights."""
+    """(label, registry key) pairs for a model dropdown: the default model, then ready models with species names
+    first, each labelled with what it gives here (``model_state``)."""
     from rl_core.catalog import weights_status
 
     rows = []
     for name, info in model_infos().items():
         if need_classifier and not info["has_trained_classifier"]:
             continue
-        status = weights_status(name)
-        state = "ready" if status.present else status.text(check_source=True)
-        rows.append((0 if status.present else 1, name, f"{name} · {info['family']} · {state}"))
+        ready, names = weights_status(name).present, info["has_trained_classifier"]
+        rows.append((name != DEFAULT_MODEL, not ready, not names, name, f"{name} · {model_state(name, info)}"))
     rows.sort()
-    return [(label, name) for _, name, label in rows]
+    return [(label, name) for *_, name, label in rows]
 
 
 def default_model(need_classifier: bool = False) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -20,10 +20,6 @@ PREVIEW_SECONDS = 60.0
 BROWSER_FORMATS = {".wav", ".mp3", ".ogg", ".flac"}
 BROWSER_MAX_RATE = 48000
 TIME_EXPANSION = 10
-#: outline colour of call boxes (absent from the viridis palette, so boxes stand out and tests can find them)
-BOX_COLOUR = (255, 64, 64)
-#: a call box: (start s, end s, low Hz, high Hz)
-Box = tuple[float, float, float, float]
 
 
 def read_preview(path: str | Path, info: Any = None, seconds: float = PREVIEW_SECONDS) -> tuple[np.ndarray, int]:
@@ -31,16 +27,14 @@ def read_preview(path: str | Path, info: Any = None, seconds: float = PREVIEW_SE
 
     ``info``: the file's ``rl_core.audio.audio_info`` when the request has read it already.
     """
-    from rl_core.audio import audio_info, iter_audio_blocks
+    return read_view(path, 0.0, seconds, info)
 
-    info = info or audio_info(path)
-    blocks = iter_audio_blocks(path, None, block_seconds=seconds, info=info)
-    try:
-        first = next(blocks)
-    finally:
-        blocks.close()
-    n = int(round(min(info.duration_s, seconds) * info.sample_rate))
-    return np.asarray(first[:n], dtype=np.float32), info.sample_rate
+
+def read_view(path: str | Path, start_s: float, end_s: float, info: Any = None) -> tuple[np.ndarray, int]:
+    """Any part of a recording (``rl_core.audio.read_segment``: seeks, so minute 59 costs what minute 0 does)."""
+    from rl_core.audio import read_segment
+
+    return read_segment(path, start_s, end_s, info=info)
 
 
 def _viridis(n: int = 256) -> np.ndarray:
@@ -73,36 +67,50 @@ def spectrogram_db(audio: np.ndarray, sr: int, max_frames: int = 1400) -> tuple[
     return db, hop / sr
 
 
-def box_rectangle(box: Box, duration_s: float, nyquist_hz: float, plot_xy: tuple[int, int],
-                  plot_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Pixel rectangle (x0, y0, x1, y1) of a call box on the canvas; frequency upwards."""
-    (left, top), (width, height) = plot_xy, plot_size
-    start, end, low, high = box
-    x0 = left + int(round(min(max(start / duration_s, 0.0), 1.0) * (width - 1)))
-    x1 = left + int(round(min(max(end / duration_s, 0.0), 1.0) * (width - 1)))
-    y0 = top + height - 1 - int(round(min(max(high / nyquist_hz, 0.0), 1.0) * (height - 1)))
-    y1 = top + height - 1 - int(round(min(max(low / nyquist_hz, 0.0), 1.0) * (height - 1)))
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
-
-
-def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "",
-                      preview: tuple[np.ndarray, int] | None = None, boxes: Sequence[Box] | None = None) -> Path:
-    """Draw the spectrogram of (the start of) a recording as an image with kHz and seconds axes (JPEG, quality 90,
-    no chroma subsampling: a tenth of the PNG encoding time and a quarter of its size; ``out_path``'s suffix
-    is the caller's). ``boxes`` (start s, end s, low Hz, high Hz), e.g. detected bat calls, are outlined on it.
-
-    ``preview``: ``read_preview(path)`` when the caller has decoded it already.
-    """
+def spectrogram_picture(audio: np.ndarray, sr: int, width: int = 1400, height: int = 260) -> Image.Image:
+    """The spectrogram as a bare RGB picture (low frequencies at the bottom), for a plot with real axes."""
     global _LUT
-    audio, sr = preview or read_preview(path)
-    db, hop_s = spectrogram_db(audio, sr)
+    db, _hop_s = spectrogram_db(audio, sr, max_frames=width)
     if _LUT is None:
         _LUT = _viridis()
     # contrast: the median (mostly background noise) maps to dark, the loudest bin to bright
     lo, hi = float(np.median(db[::2, ::4])), float(db.max())  # a subsample's median is close enough
     norm = np.clip((db - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    rgb = _LUT[(norm[::-1] * 255).astype(np.uint8)]  # low frequencies at the bottom
-    plot = Image.fromarray(rgb).resize((min(max(rgb.shape[1], 600), 1400), 300), Image.BILINEAR)
+    rgb = _LUT[(norm[::-1] * 255).astype(np.uint8)]
+    return Image.fromarray(rgb).resize((min(max(rgb.shape[1], 400), width), height), Image.BILINEAR)
+
+
+def picture_uri(picture: Image.Image) -> str:
+    """A JPEG data URI of a picture (plotly would encode a PIL image as PNG: ten times slower, four times larger)."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=88, subsampling=0)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def playable_segment(audio: np.ndarray, sr: int, out_path: str | Path) -> tuple[str, str]:
+    """A WAV of a decoded segment the browser can play (10x time-expanded above 48 kHz) and a caption."""
+    out_path = Path(out_path)
+    if sr > BROWSER_MAX_RATE:
+        sf.write(out_path, audio, max(sr // TIME_EXPANSION, 8000), subtype="PCM_16")
+        return str(out_path), (f"{sr / 1000:g} kHz is above what browsers play: slowed {TIME_EXPANSION}x "
+                               "(time expansion), so ultrasound becomes audible")
+    sf.write(out_path, audio, sr, subtype="PCM_16")
+    return str(out_path), ""
+
+
+def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "",
+                      preview: tuple[np.ndarray, int] | None = None) -> Path:
+    """Draw the spectrogram of (the start of) a recording as an image with kHz and seconds axes (JPEG, quality 90,
+    no chroma subsampling: a tenth of the PNG encoding time and a quarter of its size; ``out_path``'s suffix
+    is the caller's).
+
+    ``preview``: ``read_preview(path)`` when the caller has decoded it already.
+    """
+    audio, sr = preview or read_preview(path)
+    plot = spectrogram_picture(audio, sr, width=1400, height=300)
 
     left, bottom, top = 64, 30, 34
     font = _font()
@@ -120,9 +128,6 @@ def spectrogram_image(path: str | Path, out_path: str | Path, title: str = "",
         x = left + frac * (plot.width - 1)
         draw.line([(x, top + plot.height), (x, top + plot.height + 4)], fill="black")
         draw.text((x - 10, top + plot.height + 8), f"{frac * duration:.1f} s", fill="black", font=font)
-    for box in boxes or ():
-        if box[0] < duration:
-            draw.rectangle(box_rectangle(box, duration, sr / 2, (left, top), plot.size), outline=BOX_COLOUR, width=2)
     label = title or Path(path).name
     note = f" (first {PREVIEW_SECONDS:.0f} s)" if duration >= PREVIEW_SECONDS - 1e-6 else ""
     draw.text((left, 6), f"{label} · {sr / 1000:g} kHz{note}", fill="black", font=font)

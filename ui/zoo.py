@@ -57,7 +57,10 @@ def model_card(name: str) -> tuple[str, str]:
 
     info = describe_model(name, verbose=False)
     params = f"{info['parameters'] / 1e6:.1f} M" if info["parameters"] else "unknown"
-    head = f"yes, {info['num_classes']} classes" if info["has_trained_classifier"] else "no (embeddings only)"
+    if not info["has_trained_classifier"]:
+        head = "no (embeddings only)"
+    else:
+        head = f"yes, {info['num_classes']} classes" if info["num_classes"] else "yes (classes in its label map)"
     checkpoint = info["checkpoint_path"] or "(none: random initial weights)"
     lines = [
         f"### {name}",
@@ -96,7 +99,7 @@ def build() -> None:
     df = gr.Dataframe(
         table, datatype=DATATYPES, interactive=False, label="Models", elem_id="zoo-table",
         show_search="none", pinned_columns=1, max_height=720, wrap=True,
-        column_widths=["17%", "8%", "8%", "8%", "6%", "8%", "6%", "21%", "18%"],
+        column_widths=["21%", "8%", "10%", "9%", "7%", "9%", "7%", "14%", "15%"],  # headers fit at 1440 px
     )
     hint = "*Select a model in the table to see its description and how to use it.*" if len(table) else \
         "No models are registered."
