@@ -132,34 +132,33 @@ def spectrogram(audio: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- network
-class CoordConvDown(nn.Module):
-    """conv 3x3 on (features + a -1..1 frequency coordinate channel) -> 2x2 max-pool -> BN -> ReLU."""
+class _CoordConv(nn.Module):
+    """A 3x3 conv that also sees a -1..1 frequency coordinate channel (CoordConv), and its batch norm."""
 
     def __init__(self, in_channels: int, out_channels: int, height: int) -> None:
         super().__init__()
         self.register_buffer("coords", torch.linspace(-1, 1, height)[None, None, :, None])
         self.conv = nn.Conv2d(in_channels + 1, out_channels, kernel_size=3, padding=1)
         self.conv_bn = nn.BatchNorm2d(out_channels)
+
+    def conv_with_coords(self, x: torch.Tensor) -> torch.Tensor:
+        coords = self.coords.expand(x.shape[0], 1, -1, x.shape[-1])
+        return self.conv(torch.cat([x, coords], dim=1))
+
+
+class CoordConvDown(_CoordConv):
+    """conv 3x3 on (features + frequency coordinate) -> 2x2 max-pool -> BN -> ReLU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coords = self.coords.expand(x.shape[0], 1, -1, x.shape[-1])
-        x = F.max_pool2d(self.conv(torch.cat([x, coords], dim=1)), 2, 2)
-        return F.relu(self.conv_bn(x), inplace=True)
+        return F.relu(self.conv_bn(F.max_pool2d(self.conv_with_coords(x), 2, 2)), inplace=True)
 
 
-class CoordConvUp(nn.Module):
+class CoordConvUp(_CoordConv):
     """2x bilinear upsampling -> conv 3x3 on (features + frequency coordinate) -> BN -> ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, height: int) -> None:
-        super().__init__()
-        self.register_buffer("coords", torch.linspace(-1, 1, height)[None, None, :, None])
-        self.conv = nn.Conv2d(in_channels + 1, out_channels, kernel_size=3, padding=1)
-        self.conv_bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=(x.shape[-2] * 2, x.shape[-1] * 2), mode="bilinear", align_corners=False)
-        coords = self.coords.expand(x.shape[0], 1, -1, x.shape[-1])
-        return F.relu(self.conv_bn(self.conv(torch.cat([x, coords], dim=1))), inplace=True)
+        return F.relu(self.conv_bn(self.conv_with_coords(x)), inplace=True)
 
 
 class TimeSelfAttention(nn.Module):
