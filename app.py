@@ -41,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip compiling UMAP in the background after start (the first map then takes ~20 s more)")
     parser.add_argument("--leaderboard-dir", default=None, help="leaderboard data folder (default: leaderboard_data/)")
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help="server folder whose subfolders the Projects tab may analyse (nothing outside it)")
+    parser.add_argument("--projects-dir", default=None, metavar="DIR",
+                        help="where the Projects tab keeps its projects (default ~/.local/share/rl_core/projects)")
+    parser.add_argument("--project-workers", type=int, default=None, metavar="N",
+                        help="worker processes per project analysis (default: one per physical core)")
     return parser.parse_args(argv)
 
 
@@ -99,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     from ui.common import ASSETS_DIR, configure, get_model
     from ui.malloc import limit_malloc_arenas
 
+    from ui import projects
+
+    projects.configure(data_root=args.data_root, projects_dir=args.projects_dir, workers=args.project_workers)
     limit_malloc_arenas()
     configure(device=args.device, max_file_size_mb=args.max_file_size, max_files=args.max_files,
               max_total_mb=args.max_total_size)

@@ -34,11 +34,11 @@ def _interpreter():
 
 
 def occurrence_scores(latitude: float, longitude: float, week: int) -> np.ndarray:
-    """(6522,) expected-occurrence scores for a place and week (1-48)."""
+    """(6522,) expected-occurrence scores for a place and week (1-48, or -1 for year-round as in BirdNET-Analyzer)."""
     if not -90 <= latitude <= 90 or not -180 <= longitude <= 180:
         raise ConfigError(f"latitude must be in [-90, 90] and longitude in [-180, 180], got ({latitude}, {longitude})")
-    if not 1 <= int(week) <= 48:
-        raise ConfigError(f"week must be 1-48 (four per month, e.g. mid-May is 18), got {week}")
+    if not (1 <= int(week) <= 48 or int(week) == -1):
+        raise ConfigError(f"week must be 1-48 (four per month, e.g. mid-May is 18) or -1 for year-round, got {week}")
     interpreter = _interpreter()
     with _lock:
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"],

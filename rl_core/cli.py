@@ -1,4 +1,4 @@
-"""Command line: ``python -m rl_core list-models | describe | predict | embed`` (+ evaluation commands).
+"""Command line: ``python -m rl_core list-models | describe | predict | embed | analyse | export`` (+ evaluation).
 
 Errors print one line naming the file and the reason and exit non-zero; ``--debug`` shows the traceback.
 """
@@ -81,6 +81,43 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 1 if failures or not results else 0
 
 
+def cmd_analyse(args: argparse.Namespace) -> int:
+    """Analyse folders into a project; resumable; exit 0 all done, 1 some files failed, 130 interrupted."""
+    from rl_core.project import RunSettings, analyse_project
+
+    settings = RunSettings(model=args.model, hop_s=args.hop, precision=args.precision, score_floor=args.score_floor,
+                           embeddings=not args.no_embeddings)
+    summary = analyse_project(args.dirs, args.project, settings, workers=args.workers, engine=args.engine,
+                              address=args.address, retry_failed=args.retry_failed, show_bar=not args.quiet,
+                              commit_every_files=args.commit_every)
+    for path, reason in summary.failures[:20]:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    if len(summary.failures) > 20:
+        print(f"... and {len(summary.failures) - 20} more in the project's failures table", file=sys.stderr)
+    print(summary.message(), file=sys.stderr)
+    return summary.exit_code
+
+
+def _detection_filter(args: argparse.Namespace):
+    from rl_core.detection_filters import DetectionFilter, read_species_list
+
+    species = read_species_list(args.slist) if args.slist else None
+    merge = None if args.merge_consecutive == 0 else args.merge_consecutive
+    return DetectionFilter(min_conf=args.min_conf, sensitivity=args.sensitivity, lat=args.lat, lon=args.lon,
+                           week=args.week, location_threshold=args.sf_thresh, species_list=species,
+                           language=args.locale, merge_consecutive=merge)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rl_core.project.exports import export_project
+
+    written = export_project(args.project, args.out, formats=args.format, flt=_detection_filter(args), run_id=args.run,
+                             folders=args.folder, files=args.file)
+    for fmt, paths in written.items():
+        print(f"{fmt}: {len(paths)} file(s) under {args.out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rl_core", description="Bioacoustic representation models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -111,6 +148,48 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(embed)
     embed.add_argument("--out", required=True, help="output .npz path")
     embed.set_defaults(func=cmd_embed)
+
+    from rl_core.detection_filters import DEFAULT_LOCATION_THRESHOLD, DEFAULT_MIN_CONF, DEFAULT_SENSITIVITY
+    from rl_core.project.exports import FORMATS
+    from rl_core.project.store import DEFAULT_SCORE_FLOOR
+
+    analyse = sub.add_parser("analyse", help="analyse folders of recordings into a resumable project (DuckDB store)")
+    analyse.add_argument("dirs", nargs="+", metavar="DIR", help="folders of recordings (searched recursively)")
+    analyse.add_argument("--project", required=True, help="project folder (created if missing; reused to resume)")
+    analyse.add_argument("--model", default="birdnet_v2_4", help="registry name (default birdnet_v2_4)")
+    analyse.add_argument("--hop", type=float, default=None, help="seconds between windows (default: window length)")
+    analyse.add_argument("--workers", type=int, default=None, help="worker processes (default: one per physical core)")
+    analyse.add_argument("--engine", choices=["local", "ray"], default="local", help="local processes or a Ray cluster")
+    analyse.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001)")
+    analyse.add_argument("--retry-failed", action="store_true", help="analyse files that failed before again")
+    analyse.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    analyse.add_argument("--score-floor", type=float, default=DEFAULT_SCORE_FLOOR,
+                         help=f"store scores at or above this (default {DEFAULT_SCORE_FLOOR}; filters apply later)")
+    analyse.add_argument("--no-embeddings", action="store_true", help="store scores only")
+    analyse.add_argument("--commit-every", type=int, default=32, metavar="N",
+                         help="commit finished files to the store every N files (or 5 s); a hard kill loses at most these")
+    analyse.add_argument("--quiet", action="store_true", help="no progress bar")
+    analyse.set_defaults(func=cmd_analyse)
+
+    export = sub.add_parser("export", help="filtered detections of a project as CSV, Raven, Audacity, Kaleidoscope, ...")
+    export.add_argument("project", help="project folder made by `analyse`")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS))
+    export.add_argument("--run", default=None, help="run id (default: the latest run)")
+    export.add_argument("--folder", action="append", default=None, help="only this folder (site); repeatable")
+    export.add_argument("--file", action="append", default=None, help="only this file (relative path); repeatable")
+    export.add_argument("--min-conf", "--min_conf", type=float, default=DEFAULT_MIN_CONF)
+    export.add_argument("--sensitivity", type=float, default=DEFAULT_SENSITIVITY, help="0.5-1.5 as in BirdNET-Analyzer")
+    export.add_argument("--lat", type=float, default=None)
+    export.add_argument("--lon", type=float, default=None)
+    export.add_argument("--week", type=int, default=None, help="1-48 (four per month), -1 year-round")
+    export.add_argument("--sf-thresh", "--sf_thresh", type=float, default=DEFAULT_LOCATION_THRESHOLD,
+                        help="location-filter threshold (default 0.03)")
+    export.add_argument("--slist", default=None, help="species list file (one scientific name per line)")
+    export.add_argument("--locale", default="en", help="language of common names (e.g. de, fr, pt_BR)")
+    export.add_argument("--merge-consecutive", "--merge_consecutive", type=int, default=1,
+                        help="max windows merged into one detection (1: none, 0: no limit)")
+    export.set_defaults(func=cmd_export)
 
     try:
         from rl_core.evaluation.cli import register_cli

@@ -17,7 +17,8 @@ from gradio_client import Client, handle_file
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "birdnet_v2_4"
-ENDPOINTS = {"/predict", "/embedding_map", "/leaderboard", "/zoo_table", "/model_card"}
+ENDPOINTS = {"/predict", "/embedding_map", "/leaderboard", "/zoo_table", "/model_card", "/project_start",
+             "/project_stop", "/project_status", "/project_info", "/project_browse", "/project_export"}
 
 
 @pytest.fixture(scope="module")

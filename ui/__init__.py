@@ -13,7 +13,7 @@ TITLE = "rl_core workbench · bioacoustic foundation models"
 
 def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
     """The whole app as a gr.Blocks (not launched). Settings come from ui.common.configure()."""
-    from ui import embedding_map, inference, leaderboard, zoo
+    from ui import embedding_map, inference, leaderboard, projects, zoo
 
     # delete_cache: uploads and results older than 2 h are removed every hour (long-running servers)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
@@ -28,6 +28,8 @@ def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
                 inference.build()
             with gr.Tab("Embedding map", id="map"):
                 embedding_map.build()
+            with gr.Tab("Projects", id="projects"):
+                projects.build(demo)
             with gr.Tab("Leaderboard", id="leaderboard"):
                 leaderboard.build(demo, leaderboard_dir)
             with gr.Tab("Model zoo", id="zoo"):
