@@ -78,14 +78,16 @@ class CustomClassifier:
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, classes) scores in [0, 1], computed chunk by chunk (memory-mapped float16 input is fine)."""
-        x = np.asarray(embeddings) if not isinstance(embeddings, np.memmap) else embeddings
+        x = embeddings if isinstance(embeddings, np.memmap) else np.asarray(embeddings)
         if x.ndim != 2 or x.shape[1] != self.card.embedding_dim:
             raise ConfigError(f"expected (windows, {self.card.embedding_dim}) embeddings, got {tuple(x.shape)}")
         out = np.empty((x.shape[0], len(self.classes)), dtype=np.float32)
+        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
         with torch.inference_mode():
             for lo in range(0, x.shape[0], APPLY_CHUNK):
-                chunk = (np.asarray(x[lo:lo + APPLY_CHUNK], dtype=np.float32) - self.mean) / self.std
-                out[lo:lo + APPLY_CHUNK] = torch.sigmoid(self.head(torch.from_numpy(chunk))).numpy()
+                # torch converts float16 rows with vector instructions (numpy's conversion is ~10x slower)
+                chunk = (torch.from_numpy(np.ascontiguousarray(x[lo:lo + APPLY_CHUNK])).float() - mean) / std
+                out[lo:lo + APPLY_CHUNK] = torch.sigmoid(self.head(chunk)).numpy()
         return out
 
     # ------------------------------------------------------------------ files

@@ -33,13 +33,13 @@ def taxon_windows():
 def test_search_finds_same_taxon_far_above_chance(taxon_windows, tmp_path):
     emb, taxa = taxon_windows
     index = WindowIndex(tmp_path / "index", dim=emb.shape[1])
-    index.add(np.arange(len(emb)) + 1000, emb)
+    index.add(np.stack([np.arange(len(emb)) + 1000, np.zeros(len(emb))], axis=1), emb)
     precision = []
     for i in range(len(emb)):
         hits = index.search(emb[i], top_n=11)[0]
-        assert hits.ids[0] == i + 1000 and hits.similarities[0] == pytest.approx(1.0, abs=1e-3)
+        assert hits.keys[0, 0] == i + 1000 and hits.similarities[0] == pytest.approx(1.0, abs=1e-3)
         assert np.all(np.diff(hits.similarities) <= 1e-6)
-        precision.append(np.mean(taxa[hits.ids[1:] - 1000] == taxa[i]))
+        precision.append(np.mean(taxa[hits.keys[1:, 0] - 1000] == taxa[i]))
     chance = np.mean([(np.sum(taxa == t) - 1) / (len(taxa) - 1) for t in taxa])
     assert np.mean(precision) > 0.8 > chance + 0.4
 
@@ -48,14 +48,15 @@ def test_index_reopens_grows_and_ignores_an_interrupted_add(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 16)).astype(np.float32)
     index = WindowIndex(tmp_path, dim=16)
-    index.add(np.arange(200), x[:200])
+    keys = np.stack([np.arange(300), np.arange(300) % 7], axis=1)
+    index.add(keys[:200], x[:200])
     with open(tmp_path / "vectors.f16", "ab") as handle:  # a crash after writing rows, before committing them
         handle.write(b"\x00" * 2 * 16 * 7)
     reopened = WindowIndex(tmp_path)
     assert reopened.count == 200
-    reopened.add(np.arange(200, 300), x[200:])
+    reopened.add(keys[200:], x[200:])
     assert reopened.vectors().shape == (300, 16)
-    assert reopened.search(x[250], 1)[0].ids.tolist() == [250]
+    assert reopened.search(x[250], 1)[0].keys.tolist() == [[250, 250 % 7]]
     with pytest.raises(ConfigError, match="16-d"):
         WindowIndex(tmp_path, dim=32)
     with pytest.raises(ConfigError, match="dimensions"):
@@ -67,9 +68,10 @@ def test_approximate_index_recall_against_exact(tmp_path):
     centres = rng.normal(size=(40, 64))
     x = (centres[rng.integers(0, 40, 6000)] + 0.6 * rng.normal(size=(6000, 64))).astype(np.float32)
     index = WindowIndex(tmp_path, dim=64, exact_limit=4000)
-    index.add(np.arange(3000), x[:3000])
+    keys = np.stack([np.arange(6000), np.zeros(6000)], axis=1)
+    index.add(keys[:3000], x[:3000])
     assert not index.approximate
-    index.add(np.arange(3000, 6000), x[3000:])  # crosses the limit: the IVF index is built, then grows
+    index.add(keys[3000:], x[3000:])  # crosses the limit: the IVF index is built, then grows
     assert index.approximate and (tmp_path / "ivf.faiss").is_file()
     queries = x[rng.choice(6000, 20, replace=False)]
     recall = recall_at_k(index.search(queries, 100), index.search(queries, 100, exact=True))
