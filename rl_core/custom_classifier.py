@@ -8,6 +8,9 @@ does before it is applied to every window of a project.
 A classifier is saved as two files side by side: ``NAME.safetensors`` (the probe's weights and the z-score
 statistics of the training embeddings) and ``NAME.yaml`` (its card: backbone model, layer, aggregation, classes,
 label counts, metrics, date). Loading checks both and refuses a classifier for another backbone.
+
+Window embeddings are L2-normalised before the z-score (training and scoring alike), so a classifier trained on a
+project's stored unit vectors scores the raw embeddings of a fresh recording the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,6 +53,7 @@ class ClassifierCard(BaseModel):
     positives: dict[str, int] = Field(default_factory=dict)
     negatives: int = 0
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    input_norm: str = "l2"
     created: str = ""
     train_seconds: float = 0.0
 
@@ -86,7 +91,9 @@ class CustomClassifier:
         with torch.inference_mode():
             for lo in range(0, x.shape[0], APPLY_CHUNK):
                 # torch converts float16 rows with vector instructions (numpy's conversion is ~10x slower)
-                chunk = (torch.from_numpy(np.ascontiguousarray(x[lo:lo + APPLY_CHUNK])).float() - mean) / std
+                chunk = torch.from_numpy(np.ascontiguousarray(x[lo:lo + APPLY_CHUNK])).float()
+                chunk = torch.nn.functional.normalize(chunk, dim=1)
+                chunk = (chunk - mean) / std
                 out[lo:lo + APPLY_CHUNK] = torch.sigmoid(self.head(chunk)).numpy()
         return out
 
@@ -158,7 +165,9 @@ def _targets(labels: list[list[str]] | list[str], classes: list[str]) -> np.ndar
 
 def _fit_head(x: np.ndarray, y: np.ndarray, probe_type: str, seed: int) -> tuple[torch.nn.Module, np.ndarray, np.ndarray]:
     from rl_core.evaluation.training import TrainingConfig, fit_probe
+    from rl_core.similarity import normalise
 
+    x = normalise(x)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = ((x - mean) / std).astype(np.float32)
     torch.manual_seed(seed)
@@ -257,6 +266,25 @@ def suggest_next(scores: np.ndarray, labelled: np.ndarray, n: int = 10) -> dict[
     rest = np.setdiff1d(free, top, assume_unique=True)
     uncertain = rest[np.argsort(np.abs(s[rest] - 0.5), kind="stable")[:n]]
     return {"top": top, "uncertain": uncertain}
+
+
+def classifier_table(classifier: CustomClassifier, result, min_score: float = 0.0, source: str = "") -> pd.DataFrame:
+    """Rows of a recording's windows scored by the classifier, with the prediction CSV's columns (``rank`` is the
+    class's rank within the classifier; ``common_name`` says it is a custom class)."""
+    from rl_core.inference import PREDICTION_COLUMNS
+
+    if result.embeddings is None:
+        raise ConfigError(f"{result.file.name}: no embeddings were computed, so the classifier cannot score it")
+    scores = classifier.scores(result.embeddings)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    tag = f"custom classifier {source}".strip()
+    rows = []
+    for w in range(result.num_windows):
+        for rank, c in enumerate(order[w], start=1):
+            if scores[w, c] >= min_score:
+                rows.append((result.file.name, round(float(result.starts[w]), 3), round(float(result.ends[w]), 3),
+                             rank, classifier.classes[c], tag, float(scores[w, c])))
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
 def describe(classifier: CustomClassifier) -> dict[str, Any]:

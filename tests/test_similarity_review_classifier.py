@@ -17,7 +17,7 @@ def taxon_windows():
     """(windows, 1024) BirdNET embeddings of the multi-taxon recordings and each window's taxon."""
     from rl_core.cache import get_model
     from rl_core.evaluation.runner import multi_taxon
-    from rl_core.inference import analyse_recording
+    from rl_core.inference import run_file as analyse_recording
 
     model = get_model("birdnet_v2_4")
     dataset = multi_taxon()
