@@ -524,3 +524,73 @@ def suggest_to_label(project: str | Path | ProjectStore, classifier, run_id: str
         table["why"] = np.where(order < len(picks["top"]), "top unlabelled", "uncertain")
         table.insert(3, "class_name", name)
         return table.reset_index(drop=True)
+
+
+def window_keys(project: str | Path | ProjectStore, clips: Sequence[QueryClip | str],
+                run_id: str | None = None) -> pd.DataFrame:
+    """``file_id`` / ``window_index`` rows of stored windows named as ``FILE#WINDOW`` (checked against the run)."""
+    with _Opened(project) as store:
+        run_id = store.default_run(run_id)
+        rows = []
+        for clip in clips:
+            clip = QueryClip.parse(clip) if isinstance(clip, str) else clip
+            if clip.file is None or clip.window_index is None:
+                raise ConfigError(f"{clip.describe()}: name a window as FILE#WINDOW_INDEX")
+            file_id, rel = _find_file(store, run_id, clip.file)
+            if not store.con.execute("select 1 from windows where run_id = ? and file_id = ? and window_index = ?",
+                                     [run_id, file_id, clip.window_index]).fetchall():
+                raise ConfigError(f"{rel} has no window {clip.window_index} in run {run_id}")
+            rows.append({"file_id": file_id, "window_index": int(clip.window_index)})
+        return pd.DataFrame(rows)
+
+
+def store_classifier_scores(project: str | Path | ProjectStore, classifier, name: str, run_id: str | None = None,
+                            floor: float = 0.5) -> int:
+    """Score every window of the run and keep scores >= ``floor`` in the ``custom_scores`` table (replacing this
+    classifier's earlier ones); returns how many were stored."""
+    with _Opened(project, write=True) as store:
+        run_id = store.default_run(run_id)
+        index = sync_index(store, run_id)
+        classifier.check_backbone(store.run_settings(run_id)["model"], dim=index.dim)
+        scores = classifier.scores(index.vectors())
+        rows, cols = np.nonzero(scores >= floor)
+        keys = np.asarray(index.keys()[rows]) if len(rows) else np.zeros((0, 2), np.int64)
+        frame = pd.DataFrame({"run_id": run_id, "classifier": name, "file_id": keys[:, 0],
+                              "window_index": keys[:, 1].astype(np.int32),
+                              "class_name": [classifier.classes[c] for c in cols],
+                              "score": scores[rows, cols].astype(np.float32)})
+        con = store.con.cursor()
+        con.execute("""create table if not exists custom_scores(run_id varchar, classifier varchar, file_id bigint,
+                       window_index integer, class_name varchar, score float)""")
+        con.execute("begin transaction")
+        try:
+            con.execute("delete from custom_scores where run_id = ? and classifier = ?", [run_id, name])
+            con.register("new_custom", frame)
+            con.execute("insert into custom_scores by name select * from new_custom")
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        finally:
+            con.close()
+        return len(frame)
+
+
+def write_clip(path: str | Path, start_s: float, end_s: float, out_path: str | Path) -> Path:
+    """The ``start_s``-``end_s`` seconds of a recording as a mono 16-bit WAV at its own rate (for listening)."""
+    import soundfile as sf
+
+    from rl_core.atomic import atomic_write
+    from rl_core.audio import audio_info, load_audio
+
+    info = audio_info(path)
+    try:
+        audio, rate = sf.read(str(path), start=int(start_s * info.sample_rate), stop=int(end_s * info.sample_rate),
+                              dtype="float32", always_2d=True)
+        audio = audio.mean(axis=1)
+    except (RuntimeError, sf.LibsndfileError):  # formats soundfile cannot seek in: decode all, then cut
+        audio, rate = load_audio(path)
+        audio = audio[int(start_s * rate):int(end_s * rate)]
+    with atomic_write(Path(out_path), "wb") as handle:
+        sf.write(handle, audio, rate, subtype="PCM_16", format="WAV")
+    return Path(out_path)
