@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,7 +209,9 @@ class WindowIndex:
         best_sims = np.zeros((q.shape[0], 0), dtype=np.float32)
         for lo in range(0, self.count, CHUNK_ROWS):
             # torch converts float16 with vector instructions (numpy's conversion is ~10x slower)
-            chunk = torch.from_numpy(np.ascontiguousarray(vectors[lo:lo + CHUNK_ROWS])).float()
+            with warnings.catch_warnings():  # read-only memory map: torch only reads it
+                warnings.simplefilter("ignore", UserWarning)
+                chunk = torch.from_numpy(np.ascontiguousarray(vectors[lo:lo + CHUNK_ROWS])).float()
             sims = (chunk @ q_t.T).numpy()  # (chunk, Q)
             k = min(top_n, sims.shape[0])
             part = np.argpartition(-sims, k - 1, axis=0)[:k].T  # (Q, k)
