@@ -247,7 +247,8 @@ def build(demo: gr.Blocks) -> None:
             "what it finds, label the suggested clips, retrain. Review a species' detections to calibrate its "
             "threshold. The project's stored embeddings are used: nothing is re-analysed.")
         with gr.Row():
-            project = gr.Dropdown(list_projects(), value=None, label="Project", elem_id="sim-project")
+            project = gr.Dropdown(list_projects(), value=None, allow_custom_value=True, label="Project",
+                                  elem_id="sim-project")
             overview = gr.Markdown(elem_id="sim-overview")
         gr.Markdown("### Query")
         with gr.Row():
