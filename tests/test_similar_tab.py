@@ -96,13 +96,19 @@ def test_tab_in_chromium_search_label_three_train(app, projects_dir):
         page.set_default_timeout(60_000)
         page.goto(app.url)
         page.get_by_role("tab", name="Find & train").click()
-        page.locator("#sim-project input").fill("tiled")
-        page.locator("#sim-project input").press("Enter")
-        page.get_by_text("29 windows").wait_for()
-        page.locator("#sim-file input").fill(FINCH)
-        page.locator("#sim-file input").press("Enter")
+        page.locator("#sim-project input").click()
+        page.get_by_role("option", name="tiled").click()
+        try:
+            page.get_by_text("29 windows").wait_for()
+        except Exception:
+            page.screenshot(path="/tmp/hs/fail.png", full_page=True)
+            raise
+        page.locator("#sim-file input").click()
+        page.get_by_role("option", name=FINCH).click()
         page.click("#sim-search")
         page.get_by_text("window(s) most similar").wait_for()
+        page.locator("#sim-spec img").wait_for()  # the selected result's spectrogram and player
+        page.locator("#sim-player audio").first.wait_for(state="attached")
         page.locator("#sim-class textarea, #sim-class input").first.fill("bf")
         page.locator("#sim-items").click()  # focus away from the text field so the keys label
         for key in ("p", "p", "n"):  # keyboard: result 0, 1 positive, 2 negative (selection advances)
@@ -110,7 +116,8 @@ def test_tab_in_chromium_search_label_three_train(app, projects_dir):
             page.wait_for_timeout(1500)
         page.get_by_text("#2 marked negative").wait_for()
         page.click("#sim-positive")  # and a button: result 3
-        page.get_by_text("#3 marked positive").wait_for()
+        page.get_by_text("#3 marked positive for 'bf'").wait_for()
+        assert page.locator(".toast-body").count() == 0  # no error toast on the way
         page.locator("#sim-randneg input").fill("10")
         page.click("#sim-train")
         page.get_by_text("Trained a linear classifier").wait_for(timeout=120_000)

@@ -55,6 +55,7 @@ def _items(frame: pd.DataFrame, score_column: str) -> pd.DataFrame:
         out["label"] = ""
     out["score"] = out["score"].astype(float).round(4)
     out["recorded_at"] = out["recorded_at"].astype(str).replace({"NaT": "", "None": ""})
+    out["file_id"] = out["file_id"].astype(str)  # 60-bit ids: a browser's numbers would round them
     return out[ITEM_COLUMNS].fillna({"label": ""})
 
 
@@ -312,8 +313,10 @@ def build(demo: gr.Blocks) -> None:
 
     project.change(_guard(on_project), [project], [overview, file, folders, species, labels_table],
                    api_name="similar_project")
+    show = dict(fn=_guard(show_item), inputs=[items, selected], outputs=[player, spectrogram, caption],
+                api_visibility="private")
     search_button.click(_guard(on_search), [project, uploads, file, start, end, top, folders, date_from, date_to],
-                        [message, items, source, selected], api_name="similar_search")
+                        [message, items, source, selected], api_name="similar_search").success(**show)
     items.select(on_select, [items], [selected], api_visibility="private")
     selected.change(_guard(show_item), [items, selected], [player, spectrogram, caption], api_name="similar_show")
     for button, verdict in ((positive, "positive"), (negative, "negative"), (unsure, "unsure")):
@@ -321,11 +324,11 @@ def build(demo: gr.Blocks) -> None:
                      [project, items, selected, class_name, source], [label_message, items, labels_table, selected],
                      api_name=f"similar_mark_{verdict}")
     train_button.click(_guard(train), [project, classes, random_negatives], [metrics, items, next_table, saved],
-                       api_name="similar_train").then(lambda: ("classifier", 0), None, [source, selected])
+                       api_name="similar_train").success(lambda: ("classifier", 0), None, [source, selected]).then(**show)
     label_next.click(lambda t: (t[ITEM_COLUMNS], "classifier", 0), [next_table], [items, source, selected],
-                     api_visibility="private")
+                     api_visibility="private").then(**show)
     review_button.click(_guard(review), [project, species, order, n_review], [message, items],
-                        api_name="similar_review").then(lambda: ("review", 0), None, [source, selected])
+                        api_name="similar_review").success(lambda: ("review", 0), None, [source, selected]).then(**show)
     calibrate_button.click(_guard(calibrate), [project, species, target], [calibration, bins],
                            api_name="similar_calibrate")
     demo.load(lambda: gr.update(choices=list_projects()), None, [project], api_visibility="private")

@@ -304,8 +304,11 @@ def add_labels(project: str | Path | ProjectStore, windows: pd.DataFrame | Seque
     with _Opened(project, write=True) as store:
         run_id = store.default_run(run_id)
         if "start_s" not in frame.columns:
-            keys = frame[["file_id", "window_index"]].to_numpy(dtype=np.int64)
+            keys = np.array([[int(f), int(w)] for f, w in zip(frame["file_id"], frame["window_index"])], dtype=np.int64)
             frame = _window_table(store, run_id, keys)
+            if len(frame) < len(keys):
+                raise ConfigError(f"{len(keys) - len(frame)} of the windows to label are not in run {run_id} "
+                                  "(list them again: search or review)")
         rows = pd.DataFrame({"run_id": run_id, "file_id": frame["file_id"].astype(np.int64),
                              "start_s": frame["start_s"].astype(float), "end_s": frame["end_s"].astype(float),
                              "scientific_name": class_name, "label": verdict, "source": source,
