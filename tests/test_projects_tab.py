@@ -13,7 +13,7 @@ from gradio_client import Client
 
 PROJECT_ENDPOINTS = {"/project_start", "/project_stop", "/project_status", "/project_info", "/project_browse",
                      "/project_export"}
-FILTERS_DEFAULT = dict(folders=[], min_conf=0.25, sensitivity=1.0, lat=None, lon=None, week=None, threshold=0.03,
+FILTERS_DEFAULT = dict(folders=[], min_conf=0.25, sensitivity=1.0, lat="", lon="", week="", threshold=0.03,
                        species_file=None, language="en", merge=False)
 
 
@@ -53,14 +53,15 @@ def _wait_done(client: Client, name: str, timeout: float = 400) -> str:
     raise AssertionError(f"the analysis did not finish: {html}")
 
 
+@pytest.mark.slow
 def test_projects_tab_analyses_browses_and_exports(app):
     client = Client(app.url, verbose=False)
     api = client.view_api(return_format="dict", print_info=False)
     assert PROJECT_ENDPOINTS <= set(api["named_endpoints"])
     for bad in ("../", "escape", "/etc", "season2024/../.."):
         with pytest.raises(Exception, match="outside the data root"):
-            client.predict("refused", bad, None, "birdnet_v2_4", None, 1, api_name="/project_start")
-    message, _ = client.predict("siteA", "season2024/siteA", None, "birdnet_v2_4", None, 1, api_name="/project_start")
+            client.predict("refused", bad, None, "birdnet_v2_4", "", 1, api_name="/project_start")
+    message, _ = client.predict("siteA", "season2024/siteA", None, "birdnet_v2_4", "", 1, api_name="/project_start")
     assert "started" in message
     # another browser session (a reopened page) sees the same server-side job
     other = Client(app.url, verbose=False)
@@ -84,7 +85,7 @@ def test_projects_tab_analyses_browses_and_exports(app):
     raven = pd.read_csv(next(d for d in downloads if d.endswith("combined.selection.table.txt")), sep="\t")
     assert {"Begin File", "File Offset (s)"} <= set(raven.columns) and "Parus major" in set(raven["Scientific Name"])
     # a second start is a resume: nothing left to do
-    client.predict("siteA", "season2024/siteA", None, "birdnet_v2_4", None, 1, api_name="/project_start")
+    client.predict("siteA", "season2024/siteA", None, "birdnet_v2_4", "", 1, api_name="/project_start")
     assert "10 already done" in _wait_done(client, "siteA")
 
 
@@ -95,8 +96,34 @@ def test_projects_tab_without_data_root_explains_how(tmp_path):
         running.wait_ready()
         client = Client(running.url, verbose=False)
         with pytest.raises(Exception, match="start the app with --data-root"):
-            client.predict("x", "anything", None, "birdnet_v2_4", None, 1, api_name="/project_start")
+            client.predict("x", "anything", None, "birdnet_v2_4", "", 1, api_name="/project_start")
         with pytest.raises(Exception, match="upload recordings"):
-            client.predict("x", "", None, "birdnet_v2_4", None, 1, api_name="/project_start")
+            client.predict("x", "", None, "birdnet_v2_4", "", 1, api_name="/project_start")
     finally:
         running.stop()
+
+
+def test_uploads_and_zips_land_in_the_project_with_their_folders(tmp_path, great_tits):
+    import zipfile
+
+    from ui import projects
+    from ui.common import UserFacingError
+
+    projects.configure(projects_dir=tmp_path / "projects")
+    archive = tmp_path / "cards.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(great_tits[0].path, "siteA/20240515_063000.wav")
+        z.write(great_tits[1].path, "siteB/20240516_063000.wav")
+        z.writestr("siteB/notes.txt", "not audio")
+    target = projects._store_uploads(projects.project_dir("cards"), [str(archive), str(great_tits[2].path)])
+    found = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert found == sorted(["siteA/20240515_063000.wav", "siteB/20240516_063000.wav", great_tits[2].path.name])
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escape.wav", b"RIFF")
+    with pytest.raises(UserFacingError, match="contains '..'"):
+        projects._store_uploads(projects.project_dir("cards"), [str(evil)])
+    with pytest.raises(UserFacingError, match="project name"):
+        projects.project_dir("../x")
+    with pytest.raises(UserFacingError, match="server folders are off"):
+        projects.resolve_data_folder("anything")

@@ -158,7 +158,7 @@ def start_analysis(name: str, folder: str, uploads: list[str] | None, model: str
         dirs.append(target / "uploads")
     if not dirs:
         raise UserFacingError("choose a folder under the data root or upload recordings (or a .zip) first")
-    settings = RunSettings(model=model or default_model(need_classifier=True), hop_s=float(hop) if hop else None)
+    settings = RunSettings(model=model or default_model(need_classifier=True), hop_s=optional_number(hop, "hop"))
     JOBS.start(target, dirs, settings, workers=int(workers) if workers else PROJECTS.workers, confine=True)
     return f"Analysis of **{name}** started ({', '.join(str(d) for d in dirs)})."
 
@@ -205,15 +205,22 @@ def job_status(name: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- browsing
+def optional_number(value: Any, what: str) -> float | None:
+    """A number typed into a text box; empty means "not set"."""
+    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+        return None
+    try:
+        return float(str(value).strip().replace(",", "."))
+    except ValueError:
+        raise UserFacingError(f"{what} must be a number, got '{value}'") from None
+
+
 def build_filter(min_conf: float, sensitivity: float, lat: Any, lon: Any, week: Any, threshold: float,
                  species_file: str | None, language: str, merge: bool):
     from rl_core.detection_filters import DetectionFilter, read_species_list
 
-    def number(value):
-        return None if value in (None, "") or (isinstance(value, float) and value != value) else float(value)
-
-    lat, lon = number(lat), number(lon)
-    week_value = number(week)
+    lat, lon = optional_number(lat, "latitude"), optional_number(lon, "longitude")
+    week_value = optional_number(week, "week")
     species = read_species_list(species_file) if species_file else None
     return DetectionFilter(min_conf=float(min_conf), sensitivity=float(sensitivity), lat=lat, lon=lon,
                            week=int(week_value) if week_value is not None and lat is not None else None,
@@ -239,6 +246,7 @@ def heatmap_figure(frame: pd.DataFrame) -> go.Figure:
                                  colorbar=dict(title="detections"),
                                  hovertemplate="%{y}<br>%{x}<br>%{z} detections<extra></extra>"))
         fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="category")
     fig.update_layout(title="Species × date", height=180 + 22 * min(HEATMAP_SPECIES, max(1, len(per_day))),
                       template="plotly_white", margin=dict(l=10, r=10, t=50, b=40), xaxis_title="date")
     return fig
@@ -298,6 +306,7 @@ def browse(name: str, folders: list[str] | None, min_conf: float, sensitivity: f
         message += f"; the table shows the first {BROWSE_ROWS} (exports hold all)"
     table = frame[DETECTION_COLUMNS].head(BROWSE_ROWS).copy()
     table["score"] = table["score"].round(4)
+    table[["start_s", "end_s"]] = table[["start_s", "end_s"]].round(3)
     return message, table, heatmap_figure(frame), hour_figure(frame), removed
 
 
@@ -417,7 +426,7 @@ def build(demo: gr.Blocks) -> None:
             model = gr.Dropdown(model_choices(need_classifier=True), value=default_model(need_classifier=True),
                                 label="Model", elem_id="prj-model")
             with gr.Row():
-                hop = gr.Number(value=None, label="Hop (s, empty = window)", minimum=0.1, elem_id="prj-hop")
+                hop = gr.Textbox("", label="Hop (s)", placeholder="empty = window length (no overlap)", elem_id="prj-hop")
                 workers = gr.Number(value=PROJECTS.workers, label="Workers (empty = one per core)", precision=0,
                                     minimum=1, elem_id="prj-workers")
             with gr.Row():
@@ -437,9 +446,9 @@ def build(demo: gr.Blocks) -> None:
                                label="Common names", elem_id="prj-language")
         merge = gr.Checkbox(False, label="Merge consecutive windows", elem_id="prj-merge")
     with gr.Row():
-        lat = gr.Number(value=None, label="Latitude", elem_id="prj-lat")
-        lon = gr.Number(value=None, label="Longitude", elem_id="prj-lon")
-        week = gr.Number(value=None, label="Week 1-48 (empty = year-round)", precision=0, elem_id="prj-week")
+        lat = gr.Textbox("", label="Latitude", placeholder="empty = no location filter", elem_id="prj-lat")
+        lon = gr.Textbox("", label="Longitude", placeholder="e.g. -1.26", elem_id="prj-lon")
+        week = gr.Textbox("", label="Week 1-48", placeholder="empty = year-round", elem_id="prj-week")
         threshold = gr.Slider(0.0, 0.5, value=0.03, step=0.01, label="Location-filter threshold", elem_id="prj-sfthresh")
         species_file = gr.File(file_types=[".txt"], label="Species list (.txt)", elem_id="prj-slist", height=80)
     folders = gr.Dropdown([], multiselect=True, label="Folders (sites); none = all", elem_id="prj-folders")
