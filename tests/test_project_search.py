@@ -179,6 +179,8 @@ def test_bad_inputs_are_clear(project, tiled, tmp_path, great_tits):
         ps.search(project, [f"{FINCH}@1-2.5"])
     with pytest.raises(ConfigError, match="not a file of this project"):
         ps.search(project, ["nowhere.wav@0-3"])
+    with pytest.raises(ConfigError, match="'from' date '15/05/24x' is not a date"):
+        ps.search(project, [f"{FINCH}#0"], date_from="15/05/24x")
     with pytest.raises(ConfigError, match="no labels yet"):
         ps.train_project_classifier(project)
     ps.add_labels(project, [{"file_id": ps.search(project, [f"{FINCH}#0"], 1).file_id[0], "window_index": 0}],

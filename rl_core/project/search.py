@@ -59,6 +59,8 @@ class QueryClip:
     @classmethod
     def parse(cls, text: str) -> "QueryClip":
         """``FILE`` (an audio file), ``FILE@START-END`` (seconds of a project file) or ``FILE#WINDOW``."""
+        if Path(text).is_file():  # an existing audio file wins, whatever characters its name holds
+            return cls(path=text)
         if "#" in text:
             name, _, index = text.rpartition("#")
             if index.isdigit():
@@ -248,7 +250,7 @@ def _embed_audio_clip(path: str, settings: dict, window_s: float, model) -> np.n
 
 def search(project: str | Path | ProjectStore, clips: Sequence[QueryClip | str], top_n: int = 20,
            run_id: str | None = None, folders: Sequence[str] | None = None, date_from: str | None = None,
-           date_to: str | None = None, exclude_query: bool = False, model=None) -> pd.DataFrame:
+           date_to: str | None = None, model=None) -> pd.DataFrame:
     """The ``top_n`` windows of the run most similar (cosine) to the averaged query clips, best first.
 
     ``folders`` keeps windows of those folders; ``date_from`` / ``date_to`` (ISO dates, inclusive) keep windows of
@@ -261,8 +263,8 @@ def search(project: str | Path | ProjectStore, clips: Sequence[QueryClip | str],
         run_id = store.default_run(run_id)
         index = sync_index(store, run_id)
         query = embed_query(store, clips, run_id, model=model)
-        lo = pd.Timestamp(date_from) if date_from else None
-        hi = pd.Timestamp(date_to) + pd.Timedelta(days=1) if date_to else None
+        lo = _date(date_from, "from") if date_from else None
+        hi = _date(date_to, "to") + pd.Timedelta(days=1) if date_to else None
         filtered = bool(folders) or lo is not None or hi is not None
         k = min(index.count, top_n if not filtered else max(top_n * 20, 1000))
         while True:
@@ -281,9 +283,14 @@ def search(project: str | Path | ProjectStore, clips: Sequence[QueryClip | str],
             if len(table) >= top_n or k >= index.count:
                 break
             k = min(index.count, k * 8)
-        if exclude_query:
-            table = table[table["similarity"] < 0.9999]
         return table[RESULT_COLUMNS].head(top_n).reset_index(drop=True)
+
+
+def _date(text: str, which: str) -> pd.Timestamp:
+    try:
+        return pd.Timestamp(str(text).strip()).normalize()
+    except (ValueError, TypeError):
+        raise ConfigError(f"the '{which}' date '{text}' is not a date: write it as YYYY-MM-DD") from None
 
 
 # --- labels ---------------------------------------------------------------------------------------------------
