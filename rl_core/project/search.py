@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -112,11 +113,16 @@ def _no_embeddings(store: ProjectStore, run_id: str) -> ConfigError:
                        "--no-embeddings?): analyse the folders again without --no-embeddings to search or train")
 
 
+#: opened indexes per folder (an IVF index of a million windows takes seconds to read) and a lock per folder, so
+#: two requests of one server never add the same part twice
+_INDEXES: dict[Path, WindowIndex] = {}
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
 def sync_index(project: str | Path | ProjectStore, run_id: str | None = None,
                progress: Progress | None = None) -> WindowIndex:
     """The run's search index, with every committed embedding part added (only new parts are read)."""
-    import pyarrow.parquet as pq
-
     with _Opened(project) as store:
         run_id = store.default_run(run_id)
         parts = store.con.execute("select part, n_rows from embedding_parts where run_id = ? order by part",
@@ -124,31 +130,44 @@ def sync_index(project: str | Path | ProjectStore, run_id: str | None = None,
         if not parts:
             raise _no_embeddings(store, run_id)
         folder = _index_dir(store, run_id)
-        ledger_path = folder / "parts.json"
-        ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {"parts": [], "count": 0}
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(folder, threading.Lock())
+        with lock:
+            return _sync(store, run_id, folder, [p for p, _n in parts], progress)
+
+
+def _sync(store: ProjectStore, run_id: str, folder: Path, parts: list[str], progress: Progress | None) -> WindowIndex:
+    import pyarrow.parquet as pq
+
+    ledger_path = folder / "parts.json"
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {"parts": [], "count": 0}
+    index = _INDEXES.get(folder)
+    if index is None or index.count != ledger["count"]:
         index = WindowIndex(folder) if (folder / "index.json").is_file() else None
-        if index is not None and index.count != ledger["count"]:
-            # an add finished but its ledger entry did not: the only safe repair is a fresh index
-            log.warning("%s: index and its parts ledger disagree; rebuilding the index", folder)
-            shutil.rmtree(folder)
-            index, ledger = None, {"parts": [], "count": 0}
-        todo = [p for p, _n in parts if p not in set(ledger["parts"])]
-        for i, part in enumerate(todo):
-            table = pq.read_table(store.folder / EMBEDDINGS_DIR / run_id / part)
-            column = table.column("embedding").combine_chunks()
-            dim = column.type.list_size
-            vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-            keys = np.stack([table.column("file_id").to_numpy(), table.column("window_index").to_numpy()], axis=1)
-            if index is None:
-                index = WindowIndex(folder, dim=dim)
-            index.add(keys, vectors)
-            ledger = {"parts": ledger["parts"] + [part], "count": index.count}
-            write_text_atomic(json.dumps(ledger), ledger_path)
-            if progress is not None:
-                progress((i + 1) / len(todo), f"indexed {part} ({index.count} windows)")
+    if index is not None and index.count != ledger["count"]:
+        # an add finished but its ledger entry did not: the only safe repair is a fresh index
+        log.warning("%s: index and its parts ledger disagree; rebuilding the index", folder)
+        shutil.rmtree(folder)
+        index, ledger = None, {"parts": [], "count": 0}
+    done = set(ledger["parts"])
+    todo = [p for p in parts if p not in done]
+    for i, part in enumerate(todo):
+        table = pq.read_table(store.folder / EMBEDDINGS_DIR / run_id / part)
+        column = table.column("embedding").combine_chunks()
+        dim = column.type.list_size
+        vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        keys = np.stack([table.column("file_id").to_numpy(), table.column("window_index").to_numpy()], axis=1)
         if index is None:
-            index = WindowIndex(folder)
-        return index
+            index = WindowIndex(folder, dim=dim)
+        index.add(keys, vectors)
+        ledger = {"parts": ledger["parts"] + [part], "count": index.count}
+        write_text_atomic(json.dumps(ledger), ledger_path)
+        if progress is not None:
+            progress((i + 1) / len(todo), f"indexed {part} ({index.count} windows)")
+    if index is None:
+        index = WindowIndex(folder)
+    _INDEXES[folder] = index
+    return index
 
 
 def _window_table(store: ProjectStore, run_id: str, keys: np.ndarray) -> pd.DataFrame:
