@@ -291,8 +291,14 @@ def test_cli_ctrl_c_then_sigkill_then_resume_equals_uninterrupted_run(archive, t
 
     second = _Cli(*args, "--project", str(project))
     second.wait_for_files(6)
+    import psutil
+
+    workers = psutil.Process(second.proc.pid).children()
+    assert workers, "the analysis runs in worker processes"
     second.proc.kill()  # SIGKILL: no clean-up at all
     second.wait(60)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, "worker processes outlived their killed driver"
     with ProjectStore(project) as store:  # opening for writing removes parts of uncommitted work
         done = store.summary(store.default_run())["files_done"]
     assert kept < done + BROKEN_FILES

@@ -305,7 +305,7 @@ def browse(name: str, folders: list[str] | None, min_conf: float, sensitivity: f
     if len(frame) > BROWSE_ROWS:
         message += f"; the table shows the first {BROWSE_ROWS} (exports hold all)"
     table = frame[DETECTION_COLUMNS].head(BROWSE_ROWS).copy()
-    table["score"] = table["score"].round(4)
+    table["score"] = table["score"].astype(float).round(4)  # float32 scores would print 0.9739000201...
     table[["start_s", "end_s"]] = table[["start_s", "end_s"]].round(3)
     return message, table, heatmap_figure(frame), hour_figure(frame), removed
 

@@ -49,9 +49,34 @@ def _single_threaded() -> None:
     _worker["threads_set"] = True
 
 
+def _exit_with_parent() -> None:
+    """A worker ends when its driver dies, even by SIGKILL (no orphan keeps a core and a model)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: Linux sends SIGTERM when the parent exits
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+        return
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # other systems: poll the parent id
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    import threading
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def init_worker() -> None:
     """Process-pool initializer: Ctrl-C goes to the driver only, which then stops the pool cleanly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     _single_threaded()
 
 
