@@ -233,6 +233,16 @@ def test_cli_search_label_train_classify(project, tiled, tmp_path):
     assert result.returncode == 0, result.stderr
     ranked = pd.read_csv(__import__("io").StringIO(result.stdout))
     assert (ranked.file == FINCH).sum() >= 7 and ranked.score.is_monotonic_decreasing
+    # analyse --classifier: a new project's windows scored by the saved classifier too
+    fresh = tmp_path / "fresh"
+    result = run_cli("analyse", str(tiled[1] / "siteB"), "--project", str(fresh), "--classifier",
+                     str(tmp_path / "bf.safetensors"), "--quiet", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "classifier bf:" in result.stderr and "custom_scores" in result.stderr
+    with ProjectStore(fresh, read_only=True) as store:
+        custom = store.con.execute("select f.rel_path, count(*) from custom_scores c join files f using (file_id) "
+                                   "group by 1").fetchall()
+    assert dict(custom).get("20240516_080000.wav", 0) >= 7  # paths relative to the analysed folder
     result = run_cli("label", "nowhere.wav#0", "--project", str(project), "--class", "bf", "--verdict", "positive")
     assert result.returncode == 2 and "not a file of this project" in result.stderr
     with ProjectStore(project, read_only=True) as store:
