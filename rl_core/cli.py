@@ -1,4 +1,5 @@
-"""Command line: ``python -m rl_core list-models | describe | predict | embed | analyse | export`` (+ evaluation).
+"""Command line: ``python -m rl_core list-models | describe | predict | embed | analyse | export | search | label |
+train-classifier | classify`` (+ evaluation).
 
 Errors print one line naming the file and the reason and exit non-zero; ``--debug`` shows the traceback.
 """
@@ -36,9 +37,12 @@ def _run_files(args: argparse.Namespace, want_scores: bool):
     from rl_core.cache import get_model
     from rl_core.inference import AnalysisLimits, analyse_recording, unique_names
 
+    classifier = _load_classifier(args)  # a classifier of another backbone is refused before any model loads
     model = get_model(args.model, device=args.device)
-    if want_scores and not model.has_classifier:
-        raise RLCoreError(f"model '{args.model}' has no classifier head: use `embed` for its embeddings")
+    if want_scores and not model.has_classifier and classifier is None:
+        raise RLCoreError(f"model '{args.model}' has no classifier head: use `embed` for its embeddings, "
+                          "or give --classifier FILE (a classifier trained on its embeddings)")
+    want_scores = want_scores and model.has_classifier
     class_mask = None
     if want_scores and getattr(args, "lat", None) is not None:
         from rl_core.birdnet_location import expected_species_mask
@@ -52,7 +56,7 @@ def _run_files(args: argparse.Namespace, want_scores: bool):
     for file, name in zip(args.files, unique_names([Path(f).name for f in args.files])):
         try:
             results.append(analyse_recording(model, file, name=name, hop_s=args.hop, want_scores=want_scores,
-                                             want_embeddings=not want_scores, class_mask=class_mask,
+                                             want_embeddings=classifier is not None or not want_scores, class_mask=class_mask,
                                              limits=limits, keep_top=keep_top))
         except RLCoreError as err:
             failures += 1
@@ -63,11 +67,29 @@ def _run_files(args: argparse.Namespace, want_scores: bool):
     return results, failures
 
 
+def _load_classifier(args: argparse.Namespace):
+    """The --classifier of predict (None without one), checked against the model."""
+    if not getattr(args, "classifier", None):
+        return None
+    from rl_core.custom_classifier import CustomClassifier
+
+    classifier = CustomClassifier.load(args.classifier)
+    classifier.check_backbone(args.model, dim=None)
+    args.loaded_classifier = classifier
+    return classifier
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from rl_core.inference import predictions_csv
 
     results, failures = _run_files(args, want_scores=True)
-    text = predictions_csv(results, k=args.top_k, min_score=args.min_score)
+    classifier = getattr(args, "loaded_classifier", None)
+    extra = None
+    if classifier is not None:  # custom classes beside the backbone's, per window
+        from rl_core.custom_classifier import classifier_table
+
+        extra = [classifier_table(classifier, r, args.min_score, Path(args.classifier).stem) for r in results]
+    text = predictions_csv(results, k=args.top_k, min_score=args.min_score, extra=extra)
     if args.csv:
         write_text_atomic(text, Path(args.csv))
         print(f"wrote predictions for {len(results)} file(s) to {args.csv}", file=sys.stderr)
@@ -120,7 +142,73 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     if len(summary.failures) > 20:
         print(f"... and {len(summary.failures) - 20} more in the project's failures table", file=sys.stderr)
     print(summary.message(), file=sys.stderr)
+    if args.classifier:
+        from rl_core.custom_classifier import CustomClassifier
+        from rl_core.project.search import store_classifier_scores
+
+        classifier = CustomClassifier.load(args.classifier)
+        stored = store_classifier_scores(args.project, classifier, Path(args.classifier).stem, run_id=settings.run_id)
+        print(f"classifier {Path(args.classifier).stem}: {stored} window score(s) >= 0.5 stored in the project's "
+              "custom_scores table", file=sys.stderr)
     return summary.exit_code
+
+
+def _write_table(frame, csv: str | None, what: str) -> None:
+    if csv:
+        write_text_atomic(frame.to_csv(index=False), Path(csv))
+        print(f"wrote {len(frame)} {what} to {csv}", file=sys.stderr)
+    else:
+        sys.stdout.write(frame.to_csv(index=False))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rl_core.project.search import search
+
+    found = search(args.project, args.clips, top_n=args.top, run_id=args.run, folders=args.folder,
+                   date_from=args.date_from, date_to=args.date_to)
+    _write_table(found[["file", "start_s", "end_s", "similarity"]].round({"similarity": 4}), args.csv, "result(s)")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from rl_core.project.search import QueryClip, add_labels
+
+    rows = []
+    for text in args.windows:
+        clip = QueryClip.parse(text)
+        if clip.file is None or clip.window_index is None:
+            raise RLCoreError(f"{text}: give a window as FILE#WINDOW_INDEX (the file as search results list it)")
+        rows.append(clip)
+    from rl_core.project.search import window_keys
+
+    stored = add_labels(args.project, window_keys(args.project, rows, args.run), args.class_name, args.verdict,
+                        source=args.source, run_id=args.run)
+    print(f"stored {stored} {args.verdict} label(s) for '{args.class_name}'", file=sys.stderr)
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    import json
+
+    from rl_core.project.search import train_project_classifier
+
+    classifier = train_project_classifier(args.project, run_id=args.run, classes=args.classes,
+                                          random_negatives=args.random_negatives)
+    weights, card = classifier.save(args.out)
+    print(json.dumps(classifier.card.metrics, indent=1), file=sys.stderr)
+    print(f"wrote {weights} and {card}", file=sys.stderr)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from rl_core.custom_classifier import CustomClassifier
+    from rl_core.project.search import apply_classifier
+
+    ranked, _scores = apply_classifier(args.project, CustomClassifier.load(args.classifier), run_id=args.run,
+                                       top_n=args.top, class_name=args.class_name)
+    _write_table(ranked[["file", "start_s", "end_s", "class_name", "score", "label"]].round({"score": 4}), args.csv,
+                 "ranked window(s)")
+    return 0
 
 
 def _detection_filter(args: argparse.Namespace):
@@ -136,7 +224,12 @@ def _detection_filter(args: argparse.Namespace):
 def cmd_export(args: argparse.Namespace) -> int:
     from rl_core.project.exports import export_project
 
-    written = export_project(args.project, args.out, formats=args.format, flt=_detection_filter(args), run_id=args.run,
+    flt = _detection_filter(args)
+    if args.calibrated:
+        from rl_core.project.search import calibrated_filter
+
+        flt = calibrated_filter(flt, args.project, args.run)
+    written = export_project(args.project, args.out, formats=args.format, flt=flt, run_id=args.run,
                              folders=args.folder, files=args.file)
     for fmt, paths in written.items():
         print(f"{fmt}: {len(paths)} file(s) under {args.out}", file=sys.stderr)
@@ -176,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--lon", type=_number(float, -180.0, 180.0), help="BirdNET location filter: longitude")
     predict.add_argument("--week", type=_number(int, 1, 48),
                          help="BirdNET location filter: week of year, 1-48 (4 per month)")
+    predict.add_argument("--classifier", default=None, metavar="FILE",
+                         help="also score each window with your classifier (.safetensors with its .yaml card)")
     predict.set_defaults(func=cmd_predict)
 
     embed = sub.add_parser("embed", help="window embeddings of each file, saved as .npz (layout: README)")
@@ -203,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyse.add_argument("--commit-every", type=int, default=32, metavar="N",
                          help="commit finished files to the store every N files (or 5 s); a hard kill loses at most these")
     analyse.add_argument("--quiet", action="store_true", help="no progress bar")
+    analyse.add_argument("--classifier", default=None, metavar="FILE",
+                         help="after the analysis, score every window with your classifier (custom_scores table)")
     analyse.set_defaults(func=cmd_analyse)
 
     export = sub.add_parser("export", help="filtered detections of a project as CSV, Raven, Audacity, Kaleidoscope, ...")
@@ -223,7 +320,49 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--locale", default="en", help="language of common names (e.g. de, fr, pt_BR)")
     export.add_argument("--merge-consecutive", "--merge_consecutive", type=int, default=1,
                         help="max windows merged into one detection (1: none, 0: no limit)")
+    export.add_argument("--calibrated", action="store_true",
+                        help="use each species' calibrated threshold (from reviewed detections) instead of --min-conf")
     export.set_defaults(func=cmd_export)
+
+    search = sub.add_parser("search", help="windows of a project most similar to query clips")
+    search.add_argument("clips", nargs="+", metavar="CLIP",
+                        help="an audio file, FILE@START-END (seconds of a project file) or FILE#WINDOW; "
+                             "several clips are averaged")
+    search.add_argument("--project", required=True, help="project folder made by `analyse` (with embeddings)")
+    search.add_argument("--top", type=int, default=20, help="how many windows (default 20)")
+    search.add_argument("--csv", default=None, help="write the results here instead of stdout")
+    search.add_argument("--run", default=None, help="run id (default: the latest run)")
+    search.add_argument("--folder", action="append", default=None, help="only this folder (site); repeatable")
+    search.add_argument("--from", dest="date_from", default=None, help="only recordings from this date (YYYY-MM-DD)")
+    search.add_argument("--to", dest="date_to", default=None, help="only recordings up to this date (YYYY-MM-DD)")
+    search.set_defaults(func=cmd_search)
+
+    label = sub.add_parser("label", help="store verdicts on project windows (FILE#WINDOW)")
+    label.add_argument("windows", nargs="+", metavar="FILE#WINDOW")
+    label.add_argument("--project", required=True)
+    label.add_argument("--class", dest="class_name", required=True, help="the call or species the verdict is about")
+    label.add_argument("--verdict", choices=["positive", "negative", "unsure"], required=True)
+    label.add_argument("--source", choices=["search", "review", "classifier"], default="search")
+    label.add_argument("--run", default=None)
+    label.set_defaults(func=cmd_label)
+
+    train = sub.add_parser("train-classifier", help="train your own classifier on a project's labelled windows")
+    train.add_argument("--project", required=True)
+    train.add_argument("--out", required=True, help="where to save it (NAME -> NAME.safetensors + NAME.yaml)")
+    train.add_argument("--classes", nargs="+", default=None, help="class names to train (default: every labelled one)")
+    train.add_argument("--random-negatives", type=int, default=0,
+                       help="also take this many unlabelled windows at random as negatives")
+    train.add_argument("--run", default=None)
+    train.set_defaults(func=cmd_train_classifier)
+
+    classify = sub.add_parser("classify", help="rank every window of a project by a saved classifier")
+    classify.add_argument("--project", required=True)
+    classify.add_argument("--classifier", required=True, metavar="FILE")
+    classify.add_argument("--class", dest="class_name", default=None, help="which of its classes (default: the first)")
+    classify.add_argument("--top", type=int, default=100)
+    classify.add_argument("--csv", default=None)
+    classify.add_argument("--run", default=None)
+    classify.set_defaults(func=cmd_classify)
 
     try:
         from rl_core.evaluation.cli import register_cli

@@ -319,6 +319,8 @@ class DetectionFilter:
     language: str = "en"
     merge_consecutive: int | None = 1
     include_non_species: bool = True
+    #: per-species minimum confidence (e.g. calibrated from reviewed detections) replacing ``min_conf`` for them
+    species_min_conf: tuple[tuple[str, float], ...] | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -345,6 +347,11 @@ class DetectionFilter:
             raise ConfigError(f"merge_consecutive must be >= 0 windows (1 = no merging), got {self.merge_consecutive}")
         if self.species_list is not None:
             object.__setattr__(self, "species_list", tuple(self.species_list))
+        if self.species_min_conf is not None:
+            pairs = tuple(sorted((str(k), float(v)) for k, v in dict(self.species_min_conf).items()))
+            if any(not 0.0 <= v <= 1.0 for _k, v in pairs):
+                raise ConfigError("per-species thresholds must be in [0, 1]")
+            object.__setattr__(self, "species_min_conf", pairs)
         if self.language not in LANGUAGES and self.language not in available_languages():
             _common_names(self.language)  # raises with suggestions
 
@@ -357,6 +364,7 @@ class DetectionFilter:
         values = asdict(self)
         values.pop("_cache", None)
         values["species_list"] = None if self.species_list is None else len(self.species_list)
+        values["species_min_conf"] = None if self.species_min_conf is None else dict(self.species_min_conf)
         return values
 
     def _location_kept(self) -> set[str] | None:
@@ -429,6 +437,9 @@ class DetectionFilter:
             raise ConfigError(f"detections table lacks column(s) {missing}; expected {DETECTION_COLUMNS}")
         frame = detections.copy()
         frame["score"] = apply_sensitivity(frame["score"].to_numpy(), self.sensitivity)
+        if self.species_min_conf:
+            floor = frame["scientific_name"].map(dict(self.species_min_conf)).fillna(self.min_conf).to_numpy(float)
+            return frame[frame["score"].to_numpy() >= floor]
         return frame[frame["score"].to_numpy() >= self.min_conf]
 
     def _allowed_rows(self, names: pd.Series) -> np.ndarray:

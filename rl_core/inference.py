@@ -439,14 +439,19 @@ def settings_comment(settings: dict[str, Any] | None) -> str:
 
 
 def predictions_csv(results: Iterable[RecordingResult], k: int = 5, min_score: float = 0.0,
-                    settings: dict[str, Any] | None = None) -> str:
+                    settings: dict[str, Any] | None = None, extra: Sequence[pd.DataFrame] | None = None) -> str:
     """The predictions of several files as one CSV (columns ``PREDICTION_COLUMNS``; call detectors: one row per
     call with its frequencies and probabilities, ``min_score`` on the detection probability).
 
-    ``settings``: written first as ``# key: value`` lines (pandas: ``read_csv(path, comment="#")``).
+    ``settings``: written first as ``# key: value`` lines (pandas: ``read_csv(path, comment="#")``); ``extra``:
+    more rows with the same columns (a custom classifier's), sorted in beside the model's by file and time.
     """
-    tables = [r.calls_table(min_score) if r.calls is not None else r.top_k_table(k, min_score) for r in results]
+    tables = [r.calls_table(min_score) if r.calls is not None else r.top_k_table(k, min_score)
+              for r in results if r.calls is not None or r.has_scores]
+    tables += list(extra or [])
     frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    if extra:
+        frame = frame.sort_values(["file", "start_s"], kind="stable")
     return settings_comment(settings) + spreadsheet_safe(frame).to_csv(index=False)
 
 

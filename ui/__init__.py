@@ -13,7 +13,7 @@ TITLE = "rl_core workbench · bioacoustic foundation models"
 
 def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
     """The whole app as a gr.Blocks (not launched). Settings come from ui.common.configure()."""
-    from ui import embedding_map, inference, leaderboard, projects, zoo
+    from ui import embedding_map, inference, leaderboard, projects, similar, zoo
 
     # delete_cache: uploads and results older than 2 h are removed every hour (long-running servers)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
@@ -31,6 +31,8 @@ def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
                 embedding_map.build()
             with gr.Tab("Projects", id="projects"):
                 projects.build(demo)
+            with gr.Tab("Find & train", id="similar"):
+                similar.build(demo)
             with gr.Tab("Leaderboard", id="leaderboard"):
                 leaderboard.build(demo, leaderboard_dir)
             with gr.Tab("Model zoo", id="zoo"):

@@ -221,6 +221,8 @@ class InlineEngine:
     workers = 1
 
     def run(self, tasks: Iterable[FileTask], settings: RunSettings) -> Iterator[FileOutcome]:
+        # this process may have analysed another project with the same model: send the class names again
+        _worker["labels_sent"] = False
         for task in tasks:
             yield analyse_file(task, settings)
 
