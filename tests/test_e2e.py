@@ -186,7 +186,7 @@ def test_unavailable_model_gives_one_clear_message(page):
     page.get_by_role("option", name="great_tit_SW83.wav").click()
     page.click("#inf-run")
     status = page.locator("#inf-status")
-    status.get_by_text("cannot be downloaded offline").wait_for(timeout=30_000)
+    status.get_by_text("cannot be downloaded now").wait_for(timeout=30_000)
     text = status.inner_text()
     assert "://" not in text and "/root" not in text and "/home" not in text
     assert page.get_by_text("Error", exact=True).count() == 0  # no red badges on the panels

@@ -41,7 +41,6 @@ from ui.common import (
     model_choices,
     model_infos,
     model_slot,
-    model_validator,
     new_output_dir,
     progress_adapter,
 )
@@ -829,7 +828,6 @@ def build() -> None:
         on_run, [files, example, model, top_k, min_conf, sensitivity, overlap, lat, lon, date, location_threshold,
                  species_list, language, below],
         outputs, api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=SETTINGS.model_workers,
-        validator=model_validator(2),
         show_progress_on=[status],
     )
     # sliders: .change also fires when a number is typed into their box; always_last drops stale drags
