@@ -1,6 +1,6 @@
 """The app under load: 8 gradio_client clients sending 10-s clips to /predict (BirdNET), one worker vs one per core.
 
-Run from the repository root:  python bench/bench_app_load.py [--clients 8] [--requests 6] [--workers 1 2]
+Run from the repository root:  .venv/bin/python -m bench.bench_app_load [--clients 8] [--requests 6] [--workers 1 2]
 ``--workers 1`` is the reference (every model request shares one slot, as before issue 16); the default
 (one per usable core) lets BirdNET serve that many requests at once, one LiteRT interpreter each.
 Prints requests/s, p50 and p95 latency per setting and their ratios (goal: >= 1.8x requests/s on 2 cores,
@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench.bench_app import MODEL, ten_second_clip
+from tests.app_runner import RunningApp
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-from app_runner import RunningApp  # noqa: E402
-from bench_app import MODEL, ten_second_clip  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

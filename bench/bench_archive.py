@@ -1,7 +1,7 @@
 """Archive projects on this CPU: throughput (workers vs one worker vs official birdnet), RSS per worker, store size,
 float16 embeddings, resume of a finished 1,000-file project, export of 1 M detections.
 
-    python bench/bench_archive.py [--files 60] [--seconds 60] [--resume-files 1000] [--detections 1000000]
+    .venv/bin/python -m bench.bench_archive [--files 60] [--seconds 60] [--resume-files 1000] [--detections 1000000]
 
 The folder is made of the bundled real recordings (pykanto's storm petrels and great tits, tiled with faint
 noise): one-minute files at 48, 44.1, 32 and 96 kHz, as WAV, FLAC and MP3, mono and stereo. The 1 M detections
@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,14 +24,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bench._recordings import song_tile
+from rl_core.project import ProjectStore, RunSettings, analyse_project
+from rl_core.project.engines import LocalEngine, physical_cores
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from _recordings import song_tile  # noqa: E402
-
-from rl_core.project import ProjectStore, RunSettings, analyse_project  # noqa: E402
-from rl_core.project.engines import LocalEngine, physical_cores  # noqa: E402
 
 RATES = [48000, 44100, 32000, 96000]
 FORMATS = [("wav", "PCM_16"), ("flac", "PCM_16"), ("mp3", None)]

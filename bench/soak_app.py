@@ -1,7 +1,7 @@
 """Soak test: 8 gradio_client clients against `python app.py` on 127.0.0.1 for a few minutes; nothing may grow
 without bound.
 
-Run from the repository root:  python bench/soak_app.py [--minutes 4] [--clients 8]
+Run from the repository root:  .venv/bin/python -m bench.soak_app [--minutes 4] [--clients 8]
 Each client loops over /predict (a 10-s clip), /embedding_map (a zip of 4 songs, PCA) and, every fifth turn, a
 broken upload and a request cancelled mid-job (gradio_client cancel). The app runs with its own temporary
 folder (TMPDIR), so the disk figures are those of its folders alone: Gradio's uploads and cache, the output
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -21,11 +20,10 @@ from pathlib import Path
 
 import psutil
 
+from bench.bench_app import MODEL, server_rss_mb, ten_second_clip
+from tests.app_runner import RunningApp
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-from app_runner import RunningApp  # noqa: E402
-from bench_app import MODEL, server_rss_mb, ten_second_clip  # noqa: E402
 
 
 def folder_mb(folder: Path) -> float:

@@ -19,7 +19,9 @@ from gradio_client import Client, handle_file
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "birdnet_v2_4"
 ENDPOINTS = {"/predict", "/embedding_map", "/leaderboard", "/leaderboard_submit", "/zoo_table", "/model_card",
-             "/project_start", "/project_stop", "/project_status", "/project_info", "/project_browse", "/project_export"}
+             "/project_start", "/project_stop", "/project_status", "/project_info", "/project_browse", "/project_export",
+             "/similar_project", "/similar_search", "/similar_show", "/similar_mark_positive", "/similar_mark_negative",
+             "/similar_mark_unsure", "/similar_train", "/similar_review", "/similar_calibrate"}
 
 
 @pytest.fixture(scope="module")

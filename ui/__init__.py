@@ -8,7 +8,7 @@ import gradio as gr
 
 from ui.common import ASSETS_DIR, SETTINGS
 
-TITLE = "rl_core workbench · bioacoustic foundation models"
+TITLE = "Bioacoustics workbench · find, listen to and classify animal sounds"
 
 
 def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
@@ -18,9 +18,10 @@ def build_app(leaderboard_dir: str | Path | None = None) -> gr.Blocks:
     # delete_cache: uploads and results older than 2 h are removed every hour (long-running servers)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(
-            "# rl_core workbench\n"
-            "Species predictions, embeddings and embedding maps from bioacoustic foundation models, a model zoo "
-            f"and a leaderboard. Models run on **{SETTINGS.device}**; up to {SETTINGS.model_workers} requests are "
+            "# Bioacoustics workbench\n"
+            "Find the species in your recordings, analyse a whole season of recorder files, look for more of a "
+            "call and train your own classifier, with BirdNET, BatDetect2 and other audio models; compare models "
+            f"on the leaderboard. Models run on **{SETTINGS.device}**; up to {SETTINGS.model_workers} requests are "
             "served at once, others queue.",
             elem_id="header",
         )

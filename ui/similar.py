@@ -324,11 +324,13 @@ def build(demo: gr.Blocks) -> None:
                      [project, items, selected, class_name, source], [label_message, items, labels_table, selected],
                      api_name=f"similar_mark_{verdict}")
     train_button.click(_guard(train), [project, classes, random_negatives], [metrics, items, next_table, saved],
-                       api_name="similar_train").success(lambda: ("classifier", 0), None, [source, selected]).then(**show)
+                       api_name="similar_train").success(lambda: ("classifier", 0), None, [source, selected],
+                                                         api_visibility="private").then(**show)
     label_next.click(lambda t: (t[ITEM_COLUMNS], "classifier", 0), [next_table], [items, source, selected],
                      api_visibility="private").then(**show)
     review_button.click(_guard(review), [project, species, order, n_review], [message, items],
-                        api_name="similar_review").success(lambda: ("review", 0), None, [source, selected]).then(**show)
+                        api_name="similar_review").success(lambda: ("review", 0), None, [source, selected],
+                                                          api_visibility="private").then(**show)
     calibrate_button.click(_guard(calibrate), [project, species, target], [calibration, bins],
                            api_name="similar_calibrate")
     demo.load(lambda: gr.update(choices=list_projects()), None, [project], api_visibility="private")

@@ -7,7 +7,7 @@ detection map); for matched calls the script compares the species (argmax), the 
 detection probability, the box and the 32-d feature vector. Throughput: seconds of audio per second of wall time,
 both with 2 torch threads, one timed pass per file after a warm-up, in one run.
 
-    /work/main/.venv/bin/python bench/peer/parity_batdetect2.py [FILES...]
+    .venv/bin/python -m bench.peer.parity_batdetect2 [FILES...]
 
 Without FILES it uses the bundled bat recordings (tests/data/batdetect2/, assets/examples/); more are in the
 batdetect2 repository (example_data/audio/, tests/data/).
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
