@@ -163,7 +163,7 @@ def test_a_dropped_client_frees_the_model_slot(app, client, tmp_path):
     start = time.perf_counter()
     _, summary, *_ = client.predict([], "storm_petrel_XC46092.wav", MODEL, 2, api_name="/predict")
     waited = time.perf_counter() - start
-    assert summary["data"][0][3] == "Hydrobates pelagicus"
+    assert "Hydrobates pelagicus" in summary["data"][0][3]
     # the 30-min job alone takes well over a minute here; Gradio notices a closed stream within ~10 s
     assert waited < 30, f"the next request waited {waited:.0f} s"
     log = app.output()
