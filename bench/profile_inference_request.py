@@ -1,6 +1,6 @@
 """Where the time of one warm inference request goes (the 10-s clip of bench_app.py, BirdNET), in-process.
 
-Run from the repository root:  PYTHONPATH=. python bench/profile_inference_request.py [--repeats 20] [--cprofile]
+Run from the repository root:  .venv/bin/python -m bench.profile_inference_request [--repeats 20] [--cprofile]
 Times each step the inference tab's handler takes (median over the repeats) and the whole handler
 (`ui.inference.on_run`); bench_app.py's latency through gradio_client minus the handler is Gradio's share.
 """
