@@ -339,19 +339,11 @@ def add_labels(project: str | Path | ProjectStore, windows: pd.DataFrame | Seque
                              "start_s": frame["start_s"].astype(float), "end_s": frame["end_s"].astype(float),
                              "scientific_name": class_name, "label": verdict, "source": source,
                              "created_at": datetime.now()})
-        con = store.con.cursor()
-        con.execute("begin transaction")
-        try:
+        with store.transaction(cursor=True) as con:
             con.register("new_labels", rows)
             con.execute("""delete from labels l using new_labels n where l.run_id = n.run_id and l.file_id = n.file_id
                            and abs(l.start_s - n.start_s) < 1e-3 and l.scientific_name = n.scientific_name""")
             con.execute("insert into labels by name select * from new_labels")
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
-        finally:
-            con.close()
         return len(rows)
 
 
@@ -588,20 +580,12 @@ def store_classifier_scores(project: str | Path | ProjectStore, classifier, name
                               "window_index": keys[:, 1].astype(np.int32),
                               "class_name": [classifier.classes[c] for c in cols],
                               "score": scores[rows, cols].astype(np.float32)})
-        con = store.con.cursor()
-        con.execute("""create table if not exists custom_scores(run_id varchar, classifier varchar, file_id bigint,
-                       window_index integer, class_name varchar, score float)""")
-        con.execute("begin transaction")
-        try:
+        store.con.execute("""create table if not exists custom_scores(run_id varchar, classifier varchar,
+                             file_id bigint, window_index integer, class_name varchar, score float)""")
+        with store.transaction(cursor=True) as con:
             con.execute("delete from custom_scores where run_id = ? and classifier = ?", [run_id, name])
             con.register("new_custom", frame)
             con.execute("insert into custom_scores by name select * from new_custom")
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
-        finally:
-            con.close()
         return len(frame)
 
 

@@ -196,6 +196,22 @@ class ProjectStore:
             self.con.execute("insert or ignore into meta values ('schema_version', ?)", [str(SCHEMA_VERSION)])
             self._remove_orphan_parts()
 
+    @contextlib.contextmanager
+    def transaction(self, cursor: bool = False):
+        """A DuckDB transaction: committed when the block ends, rolled back if it raises (nothing half-written).
+        ``cursor=True`` runs it on a cursor of its own (for callers on other threads)."""
+        con = self.con.cursor() if cursor else self.con
+        con.execute("begin transaction")
+        try:
+            yield con
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        finally:
+            if cursor:
+                con.close()
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.con.close()
@@ -334,40 +350,35 @@ class ProjectStore:
             "mtime_ns": o.task.mtime_ns, "error_type": o.error_type, "reason": o.reason, "attempts": 1, "failed_at": now,
         } for o in bad], columns=["run_id", "file_id", "path", "size", "mtime_ns", "error_type", "reason", "attempts", "failed_at"])
         labelled = next((o for o in good if o.labels), None)
-        con = self.con
-        con.execute("begin transaction")
         try:
-            ids = files["file_id"].tolist()
-            con.execute("delete from files where file_id in (select unnest(?))", [ids])
-            con.register("new_files", files)
-            con.execute("insert into files by name select * from new_files")
-            # a changed file (new size/mtime) replaces its earlier rows; a retried failure leaves the failures table
-            prior = {r[0]: r[1] for r in con.execute(
-                "select file_id, attempts from failures where run_id = ? and file_id in (select unnest(?))", [run_id, ids]).fetchall()}
-            for table in ("file_runs", "windows", "scores", "failures"):
-                con.execute(f"delete from {table} where run_id = ? and file_id in (select unnest(?))", [run_id, ids])
-            if not failures.empty:
-                failures["attempts"] = [prior.get(i, 0) + 1 for i in failures["file_id"]]
-            for name, frame in (("file_runs", file_runs), ("windows", windows), ("scores", scores), ("failures", failures)):
-                if not frame.empty:
-                    con.register(f"new_{name}", frame)
-                    con.execute(f"insert into {name} by name select * from new_{name}")
-            if part_name:
-                con.execute("insert into embedding_parts values (?, ?, ?, ?)", [run_id, part_name, int(sum(len(o.embeddings) for o in with_emb)), now])
-            if labelled is not None and not con.execute("select 1 from classes where run_id = ? limit 1", [run_id]).fetchone():
-                common = labelled.common_names or labelled.labels
-                con.register("new_classes", pd.DataFrame({
-                    "run_id": run_id, "class_index": np.arange(len(labelled.labels), dtype=np.int16),
-                    "scientific_name": list(labelled.labels), "common_name": list(common)}))
-                con.execute("insert into classes by name select * from new_classes")
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+            with self.transaction() as con:
+                ids = files["file_id"].tolist()
+                con.execute("delete from files where file_id in (select unnest(?))", [ids])
+                con.register("new_files", files)
+                con.execute("insert into files by name select * from new_files")
+                # a changed file (new size/mtime) replaces its earlier rows; a retried failure leaves the failures table
+                prior = {r[0]: r[1] for r in con.execute(
+                    "select file_id, attempts from failures where run_id = ? and file_id in (select unnest(?))", [run_id, ids]).fetchall()}
+                for table in ("file_runs", "windows", "scores", "failures"):
+                    con.execute(f"delete from {table} where run_id = ? and file_id in (select unnest(?))", [run_id, ids])
+                if not failures.empty:
+                    failures["attempts"] = [prior.get(i, 0) + 1 for i in failures["file_id"]]
+                for name, frame in (("file_runs", file_runs), ("windows", windows), ("scores", scores), ("failures", failures)):
+                    if not frame.empty:
+                        con.register(f"new_{name}", frame)
+                        con.execute(f"insert into {name} by name select * from new_{name}")
+                if part_name:
+                    con.execute("insert into embedding_parts values (?, ?, ?, ?)", [run_id, part_name, int(sum(len(o.embeddings) for o in with_emb)), now])
+                if labelled is not None and not con.execute("select 1 from classes where run_id = ? limit 1", [run_id]).fetchone():
+                    common = labelled.common_names or labelled.labels
+                    con.register("new_classes", pd.DataFrame({
+                        "run_id": run_id, "class_index": np.arange(len(labelled.labels), dtype=np.int16),
+                        "scientific_name": list(labelled.labels), "common_name": list(common)}))
+                    con.execute("insert into classes by name select * from new_classes")
         finally:
             for name in ("new_files", "new_file_runs", "new_windows", "new_scores", "new_failures", "new_classes"):
                 with contextlib.suppress(Exception):
-                    con.unregister(name)
+                    self.con.unregister(name)
         # embeddings of files replaced by this commit may sit in older parts: readers join on file_runs.part
 
     # --- reading ---------------------------------------------------------------------------------------------
