@@ -39,6 +39,24 @@ def file_embedding(
     return result.pooled_embedding(pooling)
 
 
+#: call detectors (BatDetect2): calls at or above this detection probability become map points
+CALL_MIN_PROB = 0.3
+
+
+def call_embeddings(model: Any, path: str | Path, min_prob: float = CALL_MIN_PROB,
+                    progress: Callable[[float, str], None] | None = None, limits: Any = None,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(start times (N,), feature vectors (N, D)) of the calls a call detector finds in one recording, from
+    ``rl_core.inference.analyse_recording``; calls below ``min_prob`` detection probability are left out."""
+    from rl_core.inference import analyse_recording
+
+    if not model.detects_calls:
+        raise ConfigError(f"{type(model).__name__} scores windows and finds no calls; use file_embedding")
+    result = analyse_recording(model, path, want_scores=False, progress=progress, limits=limits)
+    keep = (result.calls["detection_prob"] >= min_prob).to_numpy()
+    return result.calls["start_s"].to_numpy()[keep], np.asarray(result.call_features, dtype=np.float32)[keep]
+
+
 def project(
     embeddings: np.ndarray,
     method: str = "UMAP",

@@ -192,3 +192,43 @@ def test_batched_windows_and_short_last_chunk_match_one_by_one(model, tmp_path):
         close = found[(np.abs(found.index.get_level_values(0) - (call.start_s + 6.0)) < 1e-6)
                       & (found.index.get_level_values(1) == call.low_freq_hz)]
         assert len(close) == 1 and close.iloc[0] == pytest.approx(call.detection_prob, abs=1e-5)
+
+
+def test_archive_project_and_search_with_batdetect2(tmp_path):
+    """A folder of bat recordings becomes a project as with BirdNET: per-window species in the store and the
+    exports, and the window embeddings searchable."""
+    import shutil
+
+    from rl_core.project import ProjectStore, RunSettings, analyse_project
+    from rl_core.project.exports import export_project
+    from rl_core.project.search import search
+
+    folder = tmp_path / "night"
+    folder.mkdir()
+    for path in RECORDINGS:
+        shutil.copy(path, folder / path.name)
+    summary = analyse_project([folder], tmp_path / "project", RunSettings(MODEL), engine="inline")
+    assert (summary.done, summary.failed) == (3, 0)
+    written = export_project(tmp_path / "project", tmp_path / "out", formats=["csv"])
+    detections = pd.read_csv(written["csv"][0])
+    for path, species in RECORDINGS.items():
+        found = detections[detections["file"] == path.name]
+        assert species in set(found["scientific_name"]), (path.name, found["scientific_name"].tolist())
+    horseshoe = next(p.name for p in RECORDINGS if "RHIFER" in p.name)
+    hits = search(tmp_path / "project", [f"{horseshoe}#0"], top_n=3)
+    assert hits["file"].iloc[0] == horseshoe and hits["similarity"].iloc[0] > 0.99
+    with ProjectStore(tmp_path / "project", read_only=True) as store:
+        assert store.embeddings(store.default_run())[1].shape == (3, 256)
+
+
+def test_embedding_map_puts_one_point_per_call():
+    """With a call detector the embedding map plots each call's feature vector, labelled by its recording."""
+    from ui.embedding_map import build_map
+
+    files = [str(p) for p in RECORDINGS]
+    result = build_map(files, None, None, False, MODEL, "last_layer", "mean", "PCA", 15, 0.1, "euclidean", 30)
+    counts = {p.name: len(analyse(get_model(MODEL), p).calls_table(0.3)) for p in RECORDINGS}
+    assert len(result.points) == sum(counts.values()) > 10
+    for name, n in counts.items():
+        assert result.points["file"].str.startswith(f"{name} @ ").sum() == n
+    assert "calls" in result.figure.layout.title.text

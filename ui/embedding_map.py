@@ -13,7 +13,7 @@ import logging
 import lzma
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -263,7 +263,7 @@ def build_map(
 
 def _build_map(files, zip_file, labels_csv, use_examples, model_name, layer, pooling, method, n_neighbors,
                min_dist, metric, perplexity, progress, scratch: Path) -> MapResult:
-    from rl_core.projection import file_embedding, project
+    from rl_core.projection import CALL_MIN_PROB, call_embeddings, file_embedding, project
 
     model_name = model_name or default_model()
     report = progress_adapter(progress)
@@ -277,6 +277,7 @@ def _build_map(files, zip_file, labels_csv, use_examples, model_name, layer, poo
     if layer not in ("last_layer", "", None) and layer not in layers:
         offered = ", ".join(["last_layer", *layers])
         raise UserFacingError(f"unknown layer '{layer}' for {model_name}; choose one of: {offered}")
+    per_call = model.detects_calls and layer in ("last_layer", "", None)  # BatDetect2: one point per call
     kept, vectors, errors = [], [], []
     for i, item in enumerate(items):
         def step(fraction: float, message: str = "", i: int = i) -> None:
@@ -286,6 +287,11 @@ def _build_map(files, zip_file, labels_csv, use_examples, model_name, layer, poo
         try:
             check_file_size(item.path)
             with model_slot(model):
+                if per_call:
+                    starts, features = call_embeddings(model, item.path, progress=step, limits=analysis_limits())
+                    vectors += list(features)
+                    kept += [replace(item, name=f"{item.name} @ {start:.3f} s") for start in starts]
+                    continue
                 vectors.append(file_embedding(model, item.path, layer=layer, pooling=pooling, progress=step,
                                               limits=analysis_limits()))
             kept.append(item)
@@ -293,9 +299,10 @@ def _build_map(files, zip_file, labels_csv, use_examples, model_name, layer, poo
             raise
         except Exception as exc:  # noqa: BLE001 - named, the rest go on
             errors.append(describe_error(exc, item.name))
+    what = "calls" if per_call else "readable recordings"
     if len(kept) < 2:
         detail = ("; ".join(errors)) if errors else ""
-        raise UserFacingError(f"a map needs at least 2 readable recordings, got {len(kept)}. {detail}".strip())
+        raise UserFacingError(f"a map needs at least 2 {what}, got {len(kept)}. {detail}".strip())
     report(0.92, f"projecting with {method}")
     matrix = np.stack(vectors)
     try:
@@ -315,7 +322,10 @@ def _build_map(files, zip_file, labels_csv, use_examples, model_name, layer, poo
                         embeddings=matrix.astype(np.float32), coordinates=coords.astype(np.float32),
                         model=np.array(model_name), layer=np.array(layer), pooling=np.array(pooling),
                         method=np.array(method))
-    title = f"{method} of {model_name} embeddings ({layer}, {pooling} pooling) · {len(points)} recordings"
+    title = (f"{method} of {model_name} call features · {len(points)} calls (detection probability ≥ "
+             f"{CALL_MIN_PROB:g})"
+             if per_call else f"{method} of {model_name} embeddings ({layer}, {pooling} pooling) · "
+             f"{len(points)} recordings")
     report(1.0, "done")
     return MapResult(points, map_figure(points, title), errors, [str(csv_path), str(npz_path)])
 
