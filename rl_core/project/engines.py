@@ -284,6 +284,7 @@ class RayEngine:
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
                     task = running.pop(ref)
+                    self._pending = list(running)  # only unfinished tasks are ever cancelled
                     try:
                         yield ray.get(ref)
                     except ray.exceptions.RayError as err:
@@ -292,9 +293,12 @@ class RayEngine:
             self.stop()
 
     def stop(self) -> None:
+        """Cancel the tasks still outstanding (after an interruption; a finished run has none). Cancelling a task
+        that has already completed, or force-killing its worker, trips a check in Ray's core worker (2.60) that
+        aborts the driver process, so only unfinished tasks are cancelled, without force."""
         for ref in self._pending:
             try:
-                self.ray.cancel(ref, force=True)
+                self.ray.cancel(ref)
             except Exception:  # noqa: BLE001 - already finished
                 pass
         self._pending = []
