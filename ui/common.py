@@ -118,8 +118,8 @@ def model_slot(model: Any) -> Iterator[None]:
     """Hold a turn to run ``model``: torch models run one at a time per device, while a model that serves
     several calls at once (``max_concurrent_calls``, e.g. BirdNET with one interpreter per core) gets that many
     turns. While waiting, a request whose client has gone gives up."""
-    calls = max(1, int(getattr(model, "max_concurrent_calls", 1)))
-    key = ("model", id(model)) if calls > 1 else ("device", str(getattr(model, "device", SETTINGS.device)))
+    calls = max(1, int(model.max_concurrent_calls))  # declared on ModelBase
+    key = ("model", id(model)) if calls > 1 else ("device", str(model.device))
     with _slot_lock:
         slot = _slots.setdefault(key, threading.Semaphore(calls))
     while not slot.acquire(timeout=0.5):
