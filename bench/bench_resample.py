@@ -46,7 +46,7 @@ def main() -> None:
     import librosa
     import soundfile as sf
 
-    from rl_core.audio import resample
+    from rl_core.resampling import resample
     from rl_core.datasets_bundled import storm_petrel_recordings
 
     real, sr = sf.read(str(storm_petrel_recordings()[0]), dtype="float32")

@@ -23,12 +23,11 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, get_args
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -42,6 +41,7 @@ from rl_core.errors import (
     TruncatedAudioError,
     UnsupportedAudioFormatError,
 )
+from rl_core.resampling import Resampling, check_resampling, kaiser_best, librosa_end, resample
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +54,6 @@ BLOCK_SECONDS = 60.0
 #: a tail shorter than this fraction of a window (of audio no earlier window covered) gets no window of its own
 MIN_TAIL_FRACTION = 0.25
 
-Resampling = Literal["kaiser_best", "fft", "polyphase"]
-RESAMPLING_METHODS: tuple[str, ...] = get_args(Resampling)
-#: librosa's ``res_type="kaiser_best"`` is resampy's precomputed ``kaiser_best`` filter (resampy 0.4.3): a
-#: Kaiser-windowed sinc over 50 zero crossings, roll-off 0.9173473712608761, beta 12.98458611761796 (fitted to the
-#: table to 3e-8). torchaudio counts its width in zero crossings after the roll-off, hence 50 * roll-off.
-_KAISER_BEST_ROLLOFF = 0.9173473712608761
-_KAISER_BEST = {
-    "resampling_method": "sinc_interp_kaiser",
-    "lowpass_filter_width": 50 * _KAISER_BEST_ROLLOFF,
-    "rolloff": _KAISER_BEST_ROLLOFF,
-    "beta": 12.98458611761796,
-}
-#: above this many kernel elements (coprime rates), resample with librosa instead of torchaudio
-_MAX_KERNEL_ELEMENTS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -297,80 +283,6 @@ def _iter_native_blocks(path: Path, info: AudioInfo, block_frames: int, context:
         raise _bad_file(path, str(err)) from None
 
 
-def _kaiser_best_kernel_size(orig_sr: int, target_sr: int) -> int:
-    """Elements of torchaudio's polyphase kernel for this rate pair (new * (2 * width + orig), reduced rates)."""
-    g = math.gcd(orig_sr, target_sr)
-    orig, new = orig_sr // g, target_sr // g
-    width = math.ceil(_KAISER_BEST["lowpass_filter_width"] * orig / (min(orig, new) * _KAISER_BEST["rolloff"]))
-    return new * (2 * width + orig)
-
-
-@functools.lru_cache(maxsize=8)
-def _kaiser_best_resampler(orig_sr: int, target_sr: int):
-    import torchaudio
-
-    return torchaudio.transforms.Resample(orig_sr, target_sr, **_KAISER_BEST)
-
-
-def _librosa_length(n: int, orig_sr: int, target_sr: int) -> tuple[int, int]:
-    """(computed samples, returned samples) of librosa's kaiser_best on ``n`` samples: resampy computes
-    ``int(n * new / orig)`` samples and librosa pads them with zeros to ``ceil(n * (new / orig))``."""
-    return int(n * float(target_sr) / float(orig_sr)), int(np.ceil(n * (float(target_sr) / orig_sr)))
-
-
-def _kaiser_best(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """kaiser_best with scale=True, ``ceil(n * target_sr / orig_sr)`` samples (exact rational length)."""
-    scale = np.float32(1.0 / math.sqrt(target_sr / orig_sr))  # librosa's scale=True
-    if _kaiser_best_kernel_size(orig_sr, target_sr) > _MAX_KERNEL_ELEMENTS:
-        import librosa  # coprime rates (e.g. 44100 -> 16001 Hz): a polyphase kernel would not fit; same filter
-
-        out = librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type="kaiser_best", scale=False)
-    else:
-        import torch
-
-        with torch.inference_mode():
-            out = _kaiser_best_resampler(orig_sr, target_sr)(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
-    return (out * scale).astype(np.float32, copy=False)
-
-
-def _librosa_end(out: np.ndarray, n_in: int, first_out: int, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Give the output that ends the recording (``n_in`` input samples in all; ``out`` starts at output sample
-    ``first_out``) librosa's length, zeros included."""
-    computed, length = _librosa_length(n_in, orig_sr, target_sr)
-    out = out[: length - first_out]
-    if out.shape[0] < length - first_out:
-        out = np.pad(out, (0, length - first_out - out.shape[0]))
-    out[max(0, computed - first_out) :] = 0.0
-    return out
-
-
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int, resampling: Resampling = "kaiser_best") -> np.ndarray:
-    """Resample mono float32 ``audio`` from ``orig_sr`` to ``target_sr`` Hz with a model's rule.
-
-    * ``"kaiser_best"``: librosa's ``res_type="kaiser_best", scale=True`` (the ESP rule), computed as one strided
-      convolution by torchaudio, with librosa's output length.
-    * ``"fft"``: ``scipy.signal.resample`` to ``round(n / orig_sr * target_sr)`` samples, no rescaling (the
-      official BirdNET package's rule, which it applies to each 3-s segment).
-    * ``"polyphase"``: librosa's ``res_type="polyphase"``, ``scale=False`` (``scipy.signal.resample_poly``; the
-      official BatDetect2 package's rule).
-    """
-    if resampling not in RESAMPLING_METHODS:
-        raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}")
-    audio = audio.astype(np.float32, copy=False)
-    if orig_sr == target_sr:
-        return audio
-    if resampling == "polyphase":  # librosa's res_type="polyphase", scale=False: scipy's resample_poly
-        from scipy.signal import resample_poly
-
-        g = math.gcd(orig_sr, target_sr)
-        return resample_poly(audio, target_sr // g, orig_sr // g).astype(np.float32, copy=False)
-    if resampling == "fft":
-        from scipy.signal import resample as fft_resample
-
-        return fft_resample(audio, max(1, round(audio.shape[0] / orig_sr * target_sr))).astype(np.float32, copy=False)
-    return _librosa_end(_kaiser_best(audio, orig_sr, target_sr), audio.shape[0], 0, orig_sr, target_sr)
-
-
 def _resampled_blocks(
     path: Path, info: AudioInfo, target_sr: int, block_seconds: float, resampling: Resampling
 ) -> Iterator[np.ndarray]:
@@ -385,7 +297,7 @@ def _resampled_blocks(
     for block, left, right in _iter_native_blocks(path, info, block_frames, context):
         _check_finite(block, path)
         if exact:
-            out = _kaiser_best(block, sr, target_sr)
+            out = kaiser_best(block, sr, target_sr)
             core_in = block.shape[0] - left - right
             # Block starts are multiples of `step`, so input [consumed, consumed + core_in) starts at the whole
             # output sample consumed * target / sr; the block that ends the file gets librosa's length.
@@ -393,7 +305,7 @@ def _resampled_blocks(
             out = out[left * target_sr // sr :]
             consumed += core_in
             if right == 0:  # only the block that ends the file has no right context
-                out = _librosa_end(out, consumed, first, sr, target_sr)
+                out = librosa_end(out, consumed, first, sr, target_sr)
             else:
                 out = out[: consumed * target_sr // sr - first]
         else:
@@ -542,16 +454,11 @@ def windows_of_array(
     resampling: Resampling = "kaiser_best", min_tail_fraction: float = MIN_TAIL_FRACTION,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """``iter_windows`` over mono audio held in memory at ``sample_rate`` (e.g. a segment of a dataset file)."""
-    _check_resampling(resampling)
+    check_resampling(resampling)
     if resampling == "fft" and sample_rate != target_sr:
         return _fft_windows([audio], sample_rate, target_sr, window_s, hop_s, min_tail_fraction)
     return windows_of_blocks([resample(audio, sample_rate, target_sr, resampling)], target_sr, window_s, hop_s,
                              min_tail_fraction)
-
-
-def _check_resampling(resampling: str) -> None:
-    if resampling not in RESAMPLING_METHODS:
-        raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING_METHODS)}")
 
 
 def iter_windows(
@@ -570,7 +477,7 @@ def iter_windows(
     and each is resampled on its own, then padded, as the official BirdNET package does with its 3-s segments.
     """
     _window_sizes(target_sr, window_s, hop_s)
-    _check_resampling(resampling)
+    check_resampling(resampling)
     path, info = _opened(path, info)
     sr = info.sample_rate
     if resampling == "fft" and sr != target_sr:

@@ -33,7 +33,7 @@ class AudioConfig(BaseModel):
     window_selection: Literal["random", "center", "start"] = "random"
     center: bool = True
     #: how a recording at another rate is brought to ``sample_rate``: the rule of the model's reference
-    #: (``rl_core.audio.resample``): "kaiser_best" = librosa kaiser_best with scale=True (the ESP models),
+    #: (``rl_core.resampling.resample``): "kaiser_best" = librosa kaiser_best with scale=True (the ESP models),
     #: "fft" = scipy's FFT resample of each window, no rescaling (the official BirdNET package),
     #: "polyphase" = scipy's resample_poly, no rescaling (BatDetect2)
     resampling: Literal["kaiser_best", "fft", "polyphase"] = "kaiser_best"

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample as scipy_fft_resample
 
-from rl_core.audio import RESAMPLING_METHODS, audio_info, iter_audio_blocks, iter_windows, load_audio, resample
+from rl_core.audio import audio_info, iter_audio_blocks, iter_windows, load_audio
+from rl_core.resampling import RESAMPLING_METHODS, resample
 from rl_core.errors import (
     AudioDecodeError,
     AudioFileNotFoundError,

@@ -87,8 +87,8 @@ def test_find_label_train_save_through_the_api(app, projects_dir, great_tits, tm
 @pytest.mark.e2e
 def test_tab_in_chromium_search_label_three_train(app, projects_dir):
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; .ci/run does this)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
                                     args=["--headless", "--no-sandbox", "--disable-gpu"])

