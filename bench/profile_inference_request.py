@@ -38,7 +38,7 @@ def main() -> None:
 
     from rl_core.audio import audio_info, iter_windows
     from rl_core.datasets_bundled import storm_petrel_recordings
-    from rl_core.inference import analyse_recording, predictions_csv, raven_selection_table, save_embeddings_npz
+    from rl_core.inference import analyse_recording
     from ui import inference
     from ui.common import get_model
     from ui.spectrogram import playable_segment, read_view, spectrogram_picture

@@ -80,7 +80,7 @@ def _load_classifier(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from rl_core.inference import predictions_csv
+    from rl_core.exports import predictions_csv
 
     results, failures = _run_files(args, want_scores=True)
     classifier = getattr(args, "loaded_classifier", None)
@@ -99,7 +99,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from rl_core.inference import save_embeddings_npz
+    from rl_core.exports import save_embeddings_npz
 
     results, failures = _run_files(args, want_scores=False)
     if results:

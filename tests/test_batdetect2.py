@@ -14,7 +14,8 @@ import torch
 import rl_core
 from rl_core.cache import get_model
 from rl_core.errors import ConfigError, RLCoreError
-from rl_core.inference import analyse_recording, predictions_csv, raven_selection_table, save_embeddings_npz
+from rl_core.inference import analyse_recording
+from rl_core.exports import predictions_csv, raven_selection_table, save_embeddings_npz
 from rl_core.models.batdetect2 import SPECIES, weights_path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,15 +20,8 @@ from rl_core.audio import count_windows, iter_windows
 from rl_core.errors import ConfigError, LimitExceededError, UnsupportedSampleRateError
 from rl_core.evaluation.datasets import AudioDataset, Clip
 from rl_core.evaluation.embedding_cache import EmbeddingCache, embed_dataset
-from rl_core.inference import (
-    NPZ_KEYS,
-    AnalysisLimits,
-    analyse_recording,
-    load_embeddings_npz,
-    pooled_file_embeddings,
-    save_embeddings_npz,
-    unique_names,
-)
+from rl_core.inference import AnalysisLimits, analyse_recording, unique_names
+from rl_core.exports import NPZ_KEYS, load_embeddings_npz, pooled_file_embeddings, save_embeddings_npz
 from rl_core.projection import file_embedding
 
 REPO = Path(__file__).resolve().parents[1]

@@ -413,7 +413,7 @@ def summary_table(run: Run, options: Options, flt: Any) -> pd.DataFrame:
 def write_exports(run: Run, options: Options, flt: Any) -> list[str]:
     """Predictions CSV (settings in its header), Raven and Audacity tables per file, embeddings, settings.json."""
     from rl_core.atomic import atomic_write
-    from rl_core.inference import audacity_labels, predictions_csv, raven_selection_table, save_embeddings_npz
+    from rl_core.exports import audacity_labels, predictions_csv, raven_selection_table, save_embeddings_npz
 
     settings = options.export_settings(run.model, run.top_k, run.hop_s)
     results = list(run.results.values())
@@ -534,7 +534,7 @@ def detection_window(view: FileView, at_s: float) -> tuple[float, float]:
 def clips_zip(run: Run, name: str, options: Options, species: list[str] | None = None) -> Path:
     """The windows of ``name`` scoring at least min_conf (of ``species`` if given) as a zip of short WAVs."""
     from rl_core.detection_filters import display_label
-    from rl_core.inference import Clip, write_clips_zip
+    from rl_core.exports import Clip, write_clips_zip
 
     flt = options.detection_filter()
     view = flt.view(run.results[name])
