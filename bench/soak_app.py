@@ -22,19 +22,13 @@ import psutil
 
 from bench.bench_app import MODEL, server_rss_mb, ten_second_clip
 from tests.app_runner import RunningApp
+from ui.common import folder_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def folder_mb(folder: Path) -> float:
-    total = 0
-    for root, _dirs, names in os.walk(folder):
-        for name in names:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total / 1e6
+    return folder_bytes(folder) / 1e6
 
 
 def main() -> None:

@@ -164,7 +164,8 @@ _cleanup_lock = threading.Lock()
 _folders_in_use: set[Path] = set()
 
 
-def _folder_bytes(folder: Path) -> int:
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (files removed meanwhile count as 0)."""
     total = 0
     for root, _dirs, names in os.walk(folder):
         for name in names:
@@ -188,11 +189,11 @@ def _clean_outputs(now: float) -> None:
     kept = []
     for mtime, folder in folders:
         if folder in _folders_in_use:
-            kept.append((folder, _folder_bytes(folder), False))
+            kept.append((folder, folder_bytes(folder), False))
         elif now - mtime > _OUTPUT_MAX_AGE_S:
             shutil.rmtree(folder, ignore_errors=True)
         else:
-            kept.append((folder, _folder_bytes(folder), now - mtime > _OUTPUT_GRACE_S))
+            kept.append((folder, folder_bytes(folder), now - mtime > _OUTPUT_GRACE_S))
     total = sum(size for _, size, _ in kept)
     limit = SETTINGS.max_output_mb * 1e6
     for folder, size, removable in kept:  # oldest first
