@@ -309,7 +309,8 @@ def build(demo: gr.Blocks) -> None:
             target = gr.Slider(0.5, 0.99, value=0.9, step=0.01, label="Target precision", elem_id="sim-target")
             calibrate_button = gr.Button("Calibrate threshold", elem_id="sim-calibrate")
         calibration = gr.Markdown(elem_id="sim-calibration")
-        bins = gr.Dataframe(interactive=False, elem_id="sim-bins")
+        bins = gr.Dataframe(headers=["score_from", "score_to", "verified", "correct", "precision"], interactive=False,
+                            label="Verified detections per score band", elem_id="sim-bins")
 
     project.change(_guard(on_project), [project], [overview, file, folders, species, labels_table],
                    api_name="similar_project")
