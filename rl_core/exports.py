@@ -16,7 +16,6 @@ import pandas as pd
 from rl_core.atomic import atomic_write
 from rl_core.audio import AudioInfo, audio_info
 from rl_core.csv_safety import spreadsheet_safe
-from rl_core.detection_filters import display_label
 from rl_core.errors import ConfigError
 from rl_core.inference import PREDICTION_COLUMNS, RecordingResult, pool_windows, unique_names
 
@@ -65,11 +64,17 @@ def raven_selection_table(result: RecordingResult, k: int = 1, min_score: float 
     return out.getvalue()
 
 
+def audacity_lines(detections: pd.DataFrame) -> str:
+    """Audacity label-track lines (File > Import > Labels) in BirdNET-Analyzer's form:
+    ``start<TAB>end<TAB>Scientific, Common<TAB>confidence``, from rows with start_s, end_s, scientific_name,
+    common_name and score (one recording's windows, or a project's detections of one file)."""
+    return "".join(f"{r.start_s:.3f}\t{r.end_s:.3f}\t{r.scientific_name}, {r.common_name}\t{r.score:.4f}\n"
+                   for r in detections.itertuples(index=False))
+
+
 def audacity_labels(result: RecordingResult, k: int = 1, min_score: float = 0.1) -> str:
-    """An Audacity label track (File > Import > Labels): ``start<TAB>end<TAB>name score`` per window and class."""
-    table = result.top_k_table(k, min_score)
-    return "".join(f"{row.start_s:.3f}\t{row.end_s:.3f}\t{display_label(row.scientific_name, row.common_name)} "
-                   f"{row.score:.2f}\n" for row in table.itertuples(index=False))
+    """The Audacity label track of one recording: its top-``k`` classes per window at or above ``min_score``."""
+    return audacity_lines(result.top_k_table(k, min_score))
 
 
 class Clip(NamedTuple):

@@ -19,6 +19,7 @@ import pandas as pd
 from rl_core.atomic import atomic_write, write_text_atomic
 from rl_core.detection_filters import DetectionFilter
 from rl_core.errors import ConfigError
+from rl_core.exports import audacity_lines
 from rl_core.project.store import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -151,9 +152,7 @@ def write_audacity(frame: pd.DataFrame, files: pd.DataFrame, folder: str | Path)
     written = []
     for f in files.sort_values("path").itertuples(index=False):
         part = by_file.get(f.path, frame.iloc[0:0])
-        text = "".join(f"{r.start_s:.3f}\t{r.end_s:.3f}\t{r.scientific_name}, {r.common_name}\t{r.score:.4f}\n"
-                       for r in part.itertuples(index=False))
-        written.append(write_text_atomic(text, folder / _out_name(f.folder, f.path, ".labels.txt")))
+        written.append(write_text_atomic(audacity_lines(part), folder / _out_name(f.folder, f.path, ".labels.txt")))
     return written
 
 
