@@ -20,21 +20,37 @@ log = logging.getLogger(__name__)
 ITEM_COLUMNS = ["file", "start_s", "end_s", "score", "label", "folder", "recorded_at", "file_id", "window_index"]
 LABEL_COLUMNS = ["file", "start_s", "end_s", "class_name", "label", "source", "created_at"]
 NEXT_COLUMNS = ITEM_COLUMNS + ["why"]
-#: p / n / u mark the selected result when the tab is visible and no text field has the focus
+#: p / n / u mark the selected result when the tab is visible and no text field has the focus. Keys pressed while a
+#: verdict is being saved wait their turn: Gradio ignores a button's clicks while its previous event runs, and the next
+#: verdict must see the selection that the previous one advanced to. ``VERDICT_DONE_JS`` ends each verdict's turn.
 KEYBOARD_JS = """
 () => {
   if (window.__simKeys) return; window.__simKeys = true;
+  const ids = {p: 'sim-positive', n: 'sim-negative', u: 'sim-unsure'};
+  const waiting = [];
+  let busySince = 0;
+  const busy = () => busySince && Date.now() - busySince < 60000;
+  const next = () => {
+    if (busy() || !waiting.length) return;
+    const button = document.getElementById(waiting.shift());
+    if (button) button.click(); else next();
+  };
+  window.__simVerdictDone = () => { busySince = 0; next(); };
+  document.addEventListener('click', (e) => {
+    const button = e.target && e.target.closest && e.target.closest('#sim-positive, #sim-negative, #sim-unsure');
+    if (button) busySince = Date.now();
+  }, true);
   document.addEventListener('keydown', (e) => {
     const t = e.target;
     if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
     const root = document.getElementById('sim-root');
-    if (!root || root.offsetParent === null || e.ctrlKey || e.metaKey || e.altKey) return;
-    const id = {p: 'sim-positive', n: 'sim-negative', u: 'sim-unsure'}[(e.key || '').toLowerCase()];
-    const button = id && document.getElementById(id);
-    if (button) { e.preventDefault(); button.click(); }
+    if (!root || root.offsetParent === null || e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+    const id = ids[(e.key || '').toLowerCase()];
+    if (id && document.getElementById(id)) { e.preventDefault(); waiting.push(id); next(); }
   });
 }
 """
+VERDICT_DONE_JS = "() => { if (window.__simVerdictDone) window.__simVerdictDone(); }"
 
 
 def _store(name: str):
@@ -323,7 +339,8 @@ def build(demo: gr.Blocks) -> None:
     for button, verdict in ((positive, "positive"), (negative, "negative"), (unsure, "unsure")):
         button.click(_guard(lambda n, it, i, c, s, v=verdict: mark(n, it, i, c, v, s)),
                      [project, items, selected, class_name, source], [label_message, items, labels_table, selected],
-                     api_name=f"similar_mark_{verdict}")
+                     api_name=f"similar_mark_{verdict}").then(None, None, None, js=VERDICT_DONE_JS,
+                                                              api_visibility="private")
     train_button.click(_guard(train), [project, classes, random_negatives], [metrics, items, next_table, saved],
                        api_name="similar_train").success(lambda: ("classifier", 0), None, [source, selected],
                                                          api_visibility="private").then(**show)
