@@ -39,7 +39,7 @@ def main() -> None:
     from rl_core.audio import audio_info, iter_windows
     from rl_core.datasets_bundled import storm_petrel_recordings
     from rl_core.inference import analyse_recording
-    from ui import inference
+    from ui import inference, inference_view
     from ui.common import get_model
     from ui.spectrogram import playable_segment, read_view, spectrogram_picture
 
@@ -52,10 +52,10 @@ def main() -> None:
     result = analyse_recording(model, clip, info=info)
     segment = read_view(clip, 0.0, 30.0, info)
     windows = torch.from_numpy(np.stack([w for _, w in iter_windows(clip, 48000, 3.0, info=info)]))
-    options = inference.Options()
+    options = inference_view.Options()
     flt = options.detection_filter()
-    run = inference.analyse([str(clip)], MODEL, 5, options=options)
-    view = inference.file_view(run, clip.name, options, flt)
+    run = inference_view.analyse([str(clip)], MODEL, 5, options=options)
+    view = inference_view.file_view(run, clip.name, options, flt)
 
     steps = {
         "header (audio_info)": lambda: audio_info(clip),
@@ -65,10 +65,10 @@ def main() -> None:
         "view decode (read_segment)": lambda: read_view(clip, 0.0, 30.0, info),
         "spectrogram picture": lambda: spectrogram_picture(*segment),
         "player WAV": lambda: playable_segment(*segment, work / "p.wav"),
-        "filter view + species table + timeline": lambda: inference.file_view(run, clip.name, options, flt),
-        "summary table": lambda: inference.summary_table(run, options, flt),
-        "exports (csv, Raven, Audacity, npz, json)": lambda: inference.write_exports(run, options, flt),
-        "view figure (plotly, to JSON)": lambda: inference.listen(run, clip.name, view, 0, 30, options).figure.to_json(),
+        "filter view + species table + timeline": lambda: inference_view.file_view(run, clip.name, options, flt),
+        "summary table": lambda: inference_view.summary_table(run, options, flt),
+        "exports (csv, Raven, Audacity, npz, json)": lambda: inference_view.write_exports(run, options, flt),
+        "view figure (plotly, to JSON)": lambda: inference_view.listen(run, clip.name, view, 0, 30, options).figure.to_json(),
         "whole Gradio callback on_run": lambda: inference.on_run([str(clip)], "", MODEL, 5, progress=None),
     }
     print(f"median of {args.repeats} warm runs, 10-s 44.1 kHz clip, {MODEL}:")

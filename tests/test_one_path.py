@@ -45,7 +45,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_every_caller_embeds_a_recording_identically(tmp_path, birdnet, storm_petrels):
     """API, CLI `embed`, the embedding map, the evaluation cache (the benchmark runner's path) and the app's
     inference tab all give the same window and file vectors for one real 14-s, 44.1 kHz recording."""
-    from ui import embedding_map, inference
+    from ui import embedding_map, inference_view
 
     path = storm_petrels[0]
     api = analyse_recording(birdnet, path)
@@ -74,7 +74,7 @@ def test_every_caller_embeds_a_recording_identically(tmp_path, birdnet, storm_pe
     mapped = embedding_map.build_map([str(path), str(storm_petrels[1])], model_name=MODEL, method="PCA")
     np.testing.assert_array_equal(np.load(mapped.downloads[1])["embeddings"][0], pooled)
 
-    app = inference.render(inference.analyse([str(path)], MODEL, 3), inference.Options())
+    app = inference_view.render(inference_view.analyse([str(path)], MODEL, 3), inference_view.Options())
     app_npz = load_embeddings_npz(next(d for d in app.downloads if d.endswith(".npz")))
     np.testing.assert_array_equal(app_npz["embeddings"], api.embeddings)
 
@@ -144,7 +144,7 @@ def _check_layout(data: dict, files: list[str], windows: list[int], model: str) 
 
 
 def test_cli_and_app_write_one_npz_layout(tmp_path, storm_petrels):
-    from ui import inference
+    from ui import inference_view
 
     out = tmp_path / "emb.npz"
     result = run_cli("embed", MODEL, *map(str, storm_petrels), "--out", str(out))
@@ -152,7 +152,7 @@ def test_cli_and_app_write_one_npz_layout(tmp_path, storm_petrels):
     names = [p.name for p in storm_petrels]
     cli_data = load_embeddings_npz(out)
     _check_layout(cli_data, names, [5, 5], MODEL)
-    app = inference.render(inference.analyse([str(p) for p in storm_petrels], MODEL, 3), inference.Options())
+    app = inference_view.render(inference_view.analyse([str(p) for p in storm_petrels], MODEL, 3), inference_view.Options())
     app_data = load_embeddings_npz(next(d for d in app.downloads if d.endswith(".npz")))
     _check_layout(app_data, names, [5, 5], MODEL)
     np.testing.assert_array_equal(cli_data["embeddings"], app_data["embeddings"])
@@ -198,7 +198,7 @@ def test_summary_timeline_and_sparse_scores(birdnet, storm_petrels):
 
 
 def test_ui_species_table_comes_from_the_result(birdnet, storm_petrels):
-    from ui.inference import SPECIES_COLUMNS, species_table
+    from ui.inference_view import SPECIES_COLUMNS, species_table
 
     result = analyse_recording(birdnet, storm_petrels[1])
     table = species_table(result, 3)
@@ -212,9 +212,9 @@ def test_ui_species_table_comes_from_the_result(birdnet, storm_petrels):
 def test_inference_request_reads_each_header_once(tmp_path, storm_petrels, monkeypatch):
     """One upload: soundfile reads its header once (audio_info); the model's pass and the first-minute preview
     (the first view, shared by the spectrogram and the player) decode it once each (sf.info opens the file too: 3 opens)."""
-    from ui import inference
+    from ui import inference, inference_view
 
-    inference.analyse([str(storm_petrels[0])], MODEL, 3)  # warm the model outside the count
+    inference_view.analyse([str(storm_petrels[0])], MODEL, 3)  # warm the model outside the count
     calls = {"info": 0, "open": 0, "read": 0}
     real_info, real_file = sf.info, sf.SoundFile
 
@@ -234,8 +234,8 @@ def test_inference_request_reads_each_header_once(tmp_path, storm_petrels, monke
 
     monkeypatch.setattr(sf, "info", counting_info)
     monkeypatch.setattr(sf, "SoundFile", CountingFile)
-    run = inference.analyse([str(storm_petrels[0])], MODEL, 3)
-    inference._outputs(run, inference.Options())  # what the page shows: tables, spectrogram and player
+    run = inference_view.analyse([str(storm_petrels[0])], MODEL, 3)
+    inference._outputs(run, inference_view.Options())  # what the page shows: tables, spectrogram and player
     assert not run.errors and len(run.results) == 1
     assert calls == {"info": 1, "open": 3, "read": 2}  # 14 s: one block for the model, one for the view
 
@@ -299,7 +299,7 @@ def test_unique_names():
 
 
 def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
-    from ui import inference
+    from ui import inference_view
 
     uploads = []
     for i, source in enumerate(storm_petrels):
@@ -309,7 +309,7 @@ def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
         target.write_bytes(Path(source).read_bytes())
         uploads.append(str(target))
     # minimum confidence 0: every window's top 2 reaches the downloads
-    result = inference.render(inference.analyse(uploads, MODEL, 2), inference.Options(min_conf=0.0))
+    result = inference_view.render(inference_view.analyse(uploads, MODEL, 2), inference_view.Options(min_conf=0.0))
     assert list(result.files) == ["song.wav", "song (2).wav"] and not result.errors
     assert "upload 2 (song.wav) is song (2).wav" in result.message
     names = sorted(Path(d).name for d in result.downloads)

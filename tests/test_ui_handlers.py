@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ui import common, embedding_map, inference, zoo
+from ui import common, embedding_map, inference, inference_view, zoo
 from ui.common import UserFacingError
 
 MODEL = "birdnet_v2_4"
@@ -94,15 +94,15 @@ def test_model_absent_offline_is_refused_before_the_model_slot(monkeypatch, tmp_
     assert common.model_validator(2)([], "", "", 3)[2]["is_valid"]  # empty: the handler says what to do
     with pytest.raises(UserFacingError, match="the weights of model 'esp_aves2_eat_all' are not on this machine "
                                               ".*huggingface-cli download.*choose a model marked 'ready'"):
-        inference.analyse([str(great_tits[0].path)], "esp_aves2_eat_all", 3)
+        inference_view.analyse([str(great_tits[0].path)], "esp_aves2_eat_all", 3)
     assert time.monotonic() - start < 3
 
 
 # --------------------------------------------------------------------------- inference
 def _shown(files, options=None, **kwargs):
-    options = options or inference.Options()
-    run = inference.analyse(files, MODEL, options=options, **kwargs)
-    return run, inference.render(run, options)
+    options = options or inference_view.Options()
+    run = inference_view.analyse(files, MODEL, options=options, **kwargs)
+    return run, inference_view.render(run, options)
 
 
 def test_analyse_real_recordings_and_a_broken_file(great_tits, storm_petrels, broken_wav):
@@ -122,7 +122,7 @@ def test_analyse_real_recordings_and_a_broken_file(great_tits, storm_petrels, br
     assert petrel.timeline_edges == pytest.approx([0.0, 3.0, 6.0, 9.0, 12.0, 14.0], abs=0.01)  # 14-s file
     assert petrel.timeline_labels[0] == "European Storm-Petrel (Hydrobates pelagicus)"
     assert petrel.timeline_scores.shape == (len(petrel.timeline_labels), 5)
-    assert petrel.timeline_scores.max(axis=1).min() >= inference.DISPLAY_FLOOR  # no rows of zeros
+    assert petrel.timeline_scores.max(axis=1).min() >= inference_view.DISPLAY_FLOOR  # no rows of zeros
     assert seen and max(seen) == pytest.approx(1.0)
     assert shown.summary["top species"].tolist() == ["Great Tit (Parus major)",
                                                      "European Storm-Petrel (Hydrobates pelagicus)"]
@@ -155,22 +155,22 @@ def test_minimum_confidence_fades_or_hides_weak_rows(storm_petrels):
     names = rows.species["scientific name"].tolist()
     assert names[:2] == ["Hydrobates pelagicus", "Laterallus jamaicensis"]  # Black Rail at ~0.4
     assert rows.weak[:2] == [False, False] and all(rows.weak[2:])  # the rest score under 0.25: faded
-    stricter = inference.render(run, inference.Options(min_conf=0.5))
+    stricter = inference_view.render(run, inference_view.Options(min_conf=0.5))
     assert stricter.files[storm_petrels[0].name].weak[:2] == [False, True]
-    hidden = inference.render(run, inference.Options(min_conf=0.5, below="hide")).files[storm_petrels[0].name]
+    hidden = inference_view.render(run, inference_view.Options(min_conf=0.5, below="hide")).files[storm_petrels[0].name]
     assert hidden.species["scientific name"].tolist() == ["Hydrobates pelagicus"]
     assert hidden.timeline_labels == ["European Storm-Petrel (Hydrobates pelagicus)"]
-    styled = inference.styled_species(stricter.files[storm_petrels[0].name])
+    styled = inference_view.styled_species(stricter.files[storm_petrels[0].name])
     styled_rows = {row for (row, _col), props in styled._compute().ctx.items() if ("color", "#9ca3af") in props}
     assert styled_rows == {1, 2, 3, 4} and "1.000" in styled.to_html()  # grey rows; 3 decimals
 
 
 def test_location_and_week_remove_out_of_range_species(great_tits):
-    run, europe = _shown([str(great_tits[0].path)], inference.Options(lat=52.5, lon=13.4, date="2026-05-12"))
+    run, europe = _shown([str(great_tits[0].path)], inference_view.Options(lat=52.5, lon=13.4, date="2026-05-12"))
     name = great_tits[0].path.name
     assert europe.files[name].species.iloc[0]["scientific name"] == "Parus major"
     assert europe.files[name].removed.empty
-    ithaca = inference.render(run, inference.Options(lat=42.45, lon=-76.48, date="2026-05-12"))
+    ithaca = inference_view.render(run, inference_view.Options(lat=42.45, lon=-76.48, date="2026-05-12"))
     view = ithaca.files[name]
     assert "Parus major" not in view.species["scientific name"].tolist()  # no great tits in New York
     assert view.removed["scientific name"].tolist()[0] == "Parus major"
@@ -178,37 +178,37 @@ def test_location_and_week_remove_out_of_range_species(great_tits):
     settings = json.loads(Path(ithaca.downloads[-1]).read_text())
     assert (settings["latitude"], settings["longitude"], settings["week"]) == (42.45, -76.48, 18)
     with pytest.raises(UserFacingError, match="latitude '42,x' is not a number"):
-        inference.options_from_inputs(lat="42,x", lon="1")
+        inference_view.options_from_inputs(lat="42,x", lon="1")
     with pytest.raises(UserFacingError, match="both latitude and longitude"):
-        inference.render(run, inference.Options(lat=42.0))
+        inference_view.render(run, inference_view.Options(lat=42.0))
 
 
 def test_language_sensitivity_and_species_list(storm_petrels, tmp_path):
-    run, german = _shown([str(storm_petrels[0])], inference.Options(language="de"))
+    run, german = _shown([str(storm_petrels[0])], inference_view.Options(language="de"))
     petrel = german.files[storm_petrels[0].name]
     assert petrel.species.iloc[0]["common name"] == "Sturmwellenläufer"
     assert petrel.timeline_labels[0] == "Sturmwellenläufer (Hydrobates pelagicus)"
-    plain = inference.render(run, inference.Options()).files[storm_petrels[0].name].species
-    keen = inference.render(run, inference.Options(sensitivity=1.5)).files[storm_petrels[0].name].species
+    plain = inference_view.render(run, inference_view.Options()).files[storm_petrels[0].name].species
+    keen = inference_view.render(run, inference_view.Options(sensitivity=1.5)).files[storm_petrels[0].name].species
     rail = lambda t: float(t.loc[t["scientific name"] == "Laterallus jamaicensis", "max score"].iloc[0])  # noqa: E731
     assert rail(keen) > rail(plain) + 0.3  # +5 on the logit, as BirdNET-Analyzer's sensitivity 1.5
     only = tmp_path / "my_species.txt"
     only.write_text("# pelagic birds\nHydrobates pelagicus_European Storm-Petrel\n")
-    listed = inference.render(run, inference.Options(species_list=str(only))).files[storm_petrels[0].name]
+    listed = inference_view.render(run, inference_view.Options(species_list=str(only))).files[storm_petrels[0].name]
     assert listed.species["scientific name"].tolist() == ["Hydrobates pelagicus"]
     wrong = tmp_path / "typo.txt"
     wrong.write_text("Hydrobates pelagicuss\n")
     with pytest.raises(Exception, match="did you mean 'Hydrobates pelagicus'"):
-        inference.render(run, inference.Options(species_list=str(wrong)))
+        inference_view.render(run, inference_view.Options(species_list=str(wrong)))
 
 
 def test_overlap_shortens_the_hop(storm_petrels):
-    run, shown = _shown([str(storm_petrels[0])], inference.Options(overlap_s=1.5))
+    run, shown = _shown([str(storm_petrels[0])], inference_view.Options(overlap_s=1.5))
     assert run.hop_s == 1.5
     edges = shown.files[storm_petrels[0].name].timeline_edges
     assert edges[:4] == pytest.approx([0.0, 1.5, 3.0, 4.5])
     with pytest.raises(UserFacingError, match="below the model's 3-s window"):
-        inference.analyse([str(storm_petrels[0])], MODEL, options=inference.Options(overlap_s=3.0))
+        inference_view.analyse([str(storm_petrels[0])], MODEL, options=inference_view.Options(overlap_s=3.0))
 
 
 def test_non_species_classes_are_named_as_such():
@@ -217,7 +217,7 @@ def test_non_species_classes_are_named_as_such():
     scores = np.array([[0.9, 0.1, 0.6], [0.2, 0.05, 0.7]], dtype=np.float32)
     result = RecordingResult("yard.wav", None, 6.0, 48000, np.array([0.0, 3.0]), np.array([3.0, 6.0]), scores, None,
                              ["Dog", "Parus major", "Engine"], ["Dog", "Great Tit", "Engine"])
-    table = inference.species_table(result, 3)
+    table = inference_view.species_table(result, 3)
     assert table["scientific name"].tolist() == ["(non-species sound)", "(non-species sound)", "Parus major"]
     assert result.timeline(2).labels == ["Dog (non-species sound)", "Engine (non-species sound)"]
 
@@ -231,7 +231,7 @@ def test_unavailable_model_fails_at_once_without_url(monkeypatch):
     assert label["esp_aves2_eat_all"].endswith("embeddings only (no species names) · needs a download (not possible offline)")
     t0 = time.perf_counter()
     with pytest.raises(UserFacingError) as err:
-        inference.analyse(None, "esp_aves2_sl_beats_all", example="great_tit_SW83.wav")
+        inference_view.analyse(None, "esp_aves2_sl_beats_all", example="great_tit_SW83.wav")
     assert time.perf_counter() - t0 < 2.0
     message = str(err.value)
     assert "cannot be downloaded now" in message and "://" not in message and "/root" not in message
@@ -254,7 +254,7 @@ def test_long_file_listen_anywhere(tmp_path, great_tits):
     assert fractions == sorted(fractions) and len({round(f, 3) for f in fractions if 0 < f < 1}) >= 5
     view = shown.files["five_minutes.flac"]
     assert view.species.iloc[0]["scientific name"] == "Parus major" and len(view.timeline_edges) == 101
-    heard = inference.listen(run, "five_minutes.flac", view, 240.0, 270.0, inference.Options())
+    heard = inference_view.listen(run, "five_minutes.flac", view, 240.0, 270.0, inference_view.Options())
     assert sf.info(heard.audio).duration == pytest.approx(30.0, abs=0.01)
     played, _ = sf.read(heard.audio, dtype="float32")
     assert np.abs(played - audio[240 * sr:270 * sr]).max() < 1e-3  # minute 4, not the first minute
@@ -266,7 +266,7 @@ def test_long_file_listen_anywhere(tmp_path, great_tits):
 
 def test_clips_zip_of_detections(storm_petrels):
     run, shown = _shown([str(storm_petrels[0])])
-    path = inference.clips_zip(run, storm_petrels[0].name, inference.Options(min_conf=0.3))
+    path = inference_view.clips_zip(run, storm_petrels[0].name, inference_view.Options(min_conf=0.3))
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         assert "settings.txt" in names and "# min_conf: 0.3" in archive.read("settings.txt").decode()
@@ -276,15 +276,15 @@ def test_clips_zip_of_detections(storm_petrels):
         assert first in wavs
         with archive.open(first) as handle:
             info = sf.info(handle)
-        assert info.duration == pytest.approx(3.0 + 2 * inference.CONTEXT_S, abs=0.01)
+        assert info.duration == pytest.approx(3.0 + 2 * inference_view.CONTEXT_S, abs=0.01)
     with pytest.raises(UserFacingError, match="lower the minimum confidence"):
-        inference.clips_zip(run, storm_petrels[0].name, inference.Options(), species=["Parus major"])
+        inference_view.clips_zip(run, storm_petrels[0].name, inference_view.Options(), species=["Parus major"])
 
 
 def test_ultrasonic_recording_gets_time_expanded_audio(vocalpy_dir):
     run, shown = _shown([str(vocalpy_dir / "BM003.wav")], top_k=2)  # mouse vocalisation at 300 kHz
     view = shown.files["BM003.wav"]
-    heard = inference.listen(run, "BM003.wav", view, 0.0, 30.0, inference.Options())
+    heard = inference_view.listen(run, "BM003.wav", view, 0.0, 30.0, inference_view.Options())
     assert "slowed 10x" in heard.caption
     assert sf.info(heard.audio).samplerate == 30000
     assert sf.info(heard.audio).duration == pytest.approx(0.4 * 10, rel=0.01)
@@ -307,13 +307,13 @@ def test_analyse_example_and_input_errors():
     run, shown = _shown(None, top_k=1, example="great_tit_SW83.wav")
     assert shown.files["great_tit_SW83.wav"].species.iloc[0]["scientific name"] == "Parus major"
     with pytest.raises(UserFacingError, match="add one or more recordings"):
-        inference.analyse([], MODEL)
+        inference_view.analyse([], MODEL)
     with pytest.raises(UserFacingError, match="unknown example"):
-        inference.analyse(None, MODEL, example="nope.wav")
+        inference_view.analyse(None, MODEL, example="nope.wav")
     with pytest.raises(UserFacingError, match="species per file"):
-        inference.analyse(None, MODEL, top_k=0, example="great_tit_SW83.wav")
+        inference_view.analyse(None, MODEL, top_k=0, example="great_tit_SW83.wav")
     with pytest.raises(UserFacingError, match="unknown model"):
-        inference.analyse(None, "no_such_model", example="great_tit_SW83.wav")
+        inference_view.analyse(None, "no_such_model", example="great_tit_SW83.wav")
 
 
 def test_only_broken_files_reports_each(tmp_path, broken_wav):
