@@ -31,6 +31,7 @@ from ui.inference_view import (
     styled_species,
     view_figure,
 )
+from ui.location_map import map_with_marker, on_map_pick, on_place_typed
 from ui.malloc import release_memory
 
 
@@ -256,9 +257,12 @@ def build() -> None:
                                    file_types=[".txt", ".csv"], type="filepath", elem_id="inf-slist", height=120)
             language = gr.Dropdown([(LANGUAGES.get(c, c), c) for c in available_languages()], value="en",
                                    label="Language of common names", elem_id="inf-language")
-        gr.Markdown("Type the coordinates of the recording site (a map picker needs online map tiles, which this "
-                    "app does not load). The location filter uses BirdNET's own range model, offline.",
-                    elem_classes="rl-note")
+        with gr.Row():
+            place_map = gr.Image(map_with_marker(), format="png", interactive=False, show_label=False,
+                                 buttons=[], elem_id="inf-map", scale=2, container=False)
+            gr.Markdown("Click the map to set the latitude and longitude of the recording site (or type them); "
+                        "the red dot shows the place. The map and BirdNET's range model both work offline.",
+                        elem_classes="rl-note")
     status = gr.Markdown(elem_id="inf-status")
     summary = gr.Dataframe(headers=SUMMARY_COLUMNS, interactive=False, label="All files", elem_id="inf-summary",
                            wrap=True, column_widths=["26%", "11%", "9%", "30%", "12%", "12%"])
@@ -311,3 +315,8 @@ def build() -> None:
                    show_progress="hidden", trigger_mode="always_last")
     clips_button.click(on_clips, [state, *filters], [clips, clips_note], api_visibility="private")
     figure.change(None, js=TIMELINE_CLICK_JS)
+    # the map: a click writes the coordinates (and re-filters); typed coordinates move its marker
+    place_map.select(on_map_pick, None, [lat, lon, place_map], api_visibility="private", show_progress="hidden").then(
+        on_refilter, [state, *filters], outputs, api_visibility="private", show_progress="hidden")
+    gr.on([lat.submit, lon.submit, lat.blur, lon.blur], on_place_typed, [lat, lon], place_map,
+          api_visibility="private", show_progress="hidden")
