@@ -259,7 +259,7 @@ def build() -> None:
                                    label="Language of common names", elem_id="inf-language")
         with gr.Row():
             place_map = gr.Image(map_with_marker(), format="png", interactive=False, show_label=False,
-                                 buttons=[], elem_id="inf-map", scale=2, container=False)
+                                 buttons=[], elem_id="inf-map", height=250, scale=2, container=False)
             gr.Markdown("Click the map to set the latitude and longitude of the recording site (or type them); "
                         "the red dot shows the place. The map and BirdNET's range model both work offline.",
                         elem_classes="rl-note")
