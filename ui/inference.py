@@ -85,11 +85,12 @@ N_OUTPUTS = 12
 
 def on_run(files, example, model_name, top_k, min_conf=0.25, sensitivity=1.0, overlap_s=0.0, lat=None,
            lon=None, date=None, location_threshold=0.03, species_list=None, language="en", below="fade",
-           progress=gr.Progress()):
+           classifier_files=None, progress=gr.Progress()):
     try:
         options = options_from_inputs(min_conf, sensitivity, overlap_s, lat, lon, date, location_threshold,
                                       species_list, language, below)
-        run = analyse(files, model_name, top_k, example=example or None, progress=progress, options=options)
+        run = analyse(files, model_name, top_k, example=example or None, progress=progress, options=options,
+                      classifier_files=classifier_files)
         return _outputs(run, options)
     except Exception as exc:  # noqa: BLE001 - one message in the status line; the panels keep what they show
         return (f"⚠️ {scrub(describe_error(exc))}", *[gr.skip()] * (N_OUTPUTS - 1))
@@ -229,6 +230,9 @@ def build() -> None:
                                      "'embeddings only' models give vectors for the embedding map.")
             top_k = gr.Slider(1, 20, value=5, step=1, label="Species per file",
                               info="How many of the best-scoring species each file lists.")
+            classifier_files = gr.File(file_count="multiple", type="filepath", height=90, elem_id="inf-classifier",
+                                       label="Your classifier (optional): NAME.safetensors and NAME.yaml from Find "
+                                             "& train; its classes are listed as 'your classifier: NAME'")
             with gr.Row():
                 run = gr.Button("Analyse", variant="primary", elem_id="inf-run", scale=3)
                 clear = gr.ClearButton(value="Clear", scale=1)
@@ -291,10 +295,10 @@ def build() -> None:
     state = gr.State({})
     filters = [min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below]
     outputs = [status, summary, pick, species, removed, removed_box, figure, audio, position, calls, downloads, state]
-    clear.add([files, status, summary, pick, species, removed, figure, audio, downloads])
+    clear.add([files, classifier_files, status, summary, pick, species, removed, figure, audio, downloads])
     run.click(
         on_run, [files, example, model, top_k, min_conf, sensitivity, overlap, lat, lon, date, location_threshold,
-                 species_list, language, below],
+                 species_list, language, below, classifier_files],
         outputs, api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=SETTINGS.model_workers,
         show_progress_on=[status],
     )
