@@ -53,3 +53,18 @@ def test_clicking_the_map_sets_the_place_and_filters_the_species(page):
         box.fill(value)
         box.press("Enter")
     page.wait_for_function(f"() => document.querySelector('#inf-map img').getAttribute('src') !== {marked!r}")
+
+
+def test_your_classifier_lists_its_class_beside_birdnet(page, tmp_path):
+    from classifier_fixture import CLASS, save_petrel_classifier
+
+    files = save_petrel_classifier(tmp_path)
+    upload(page, "#inf-classifier", list(files))
+    analyse_example(page)
+    page.locator("#inf-status").get_by_text("Your classifier petrel scored every window").wait_for()
+    names = column(page, "#inf-species", 1)
+    assert "your classifier: petrel" in names and column(page, "#inf-species", 2)[names.index(
+        "your classifier: petrel")] == CLASS
+    assert column(page, "#inf-species", 2)[0] == "Hydrobates pelagicus"
+    assert page.locator("#inf-view").get_by_text(f"your classifier: petrel ({CLASS})").count() >= 1
+    shot(page, "inference_classifier")

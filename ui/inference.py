@@ -230,9 +230,8 @@ def build() -> None:
                                      "'embeddings only' models give vectors for the embedding map.")
             top_k = gr.Slider(1, 20, value=5, step=1, label="Species per file",
                               info="How many of the best-scoring species each file lists.")
-            classifier_files = gr.File(file_count="multiple", type="filepath", height=90, elem_id="inf-classifier",
-                                       label="Your classifier (optional): NAME.safetensors and NAME.yaml from Find "
-                                             "& train; its classes are listed as 'your classifier: NAME'")
+            classifier_files = gr.File(file_count="multiple", type="filepath", height=130, elem_id="inf-classifier",
+                                       label="Your classifier (.safetensors + .yaml)")
             with gr.Row():
                 run = gr.Button("Analyse", variant="primary", elem_id="inf-run", scale=3)
                 clear = gr.ClearButton(value="Clear", scale=1)
