@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from classifier_fixture import CLASS, save_petrel_classifier
+from test_ui_handlers import tiny_layered_model  # noqa: F401 - a fixture: a registered model without a head
 
 from rl_core.custom_classifier import CustomClassifier, classifier_table
 from ui import inference
@@ -76,3 +77,26 @@ def test_on_run_with_the_classifier_and_its_refusals(petrel_files, storm_petrels
     status = inference.on_run([str(storm_petrels[0])], "", MODEL, 3,
                               classifier_files=[str(fake), str(tmp_path / "fake.yaml")])[0]
     assert status.startswith("⚠️ fake.safetensors: not a safetensors classifier") and "\n" not in status
+
+
+def test_a_model_without_species_head_shows_only_your_classifier(tiny_layered_model, great_tits, storm_petrels,
+                                                                 tmp_path):
+    from rl_core.cache import get_model
+    from rl_core.custom_classifier import train_classifier
+    from rl_core.inference import analyse_recording
+
+    model = get_model(tiny_layered_model)
+    calls = analyse_recording(model, great_tits[1].path, want_scores=False).embeddings
+    others = analyse_recording(model, storm_petrels[1], want_scores=False).embeddings
+    classifier = train_classifier(np.concatenate([calls, others]), ["tit"] * len(calls) + [""] * len(others),
+                                  tiny_layered_model)
+    files = [str(p) for p in classifier.save(tmp_path / "tits")]
+    run = analyse([str(great_tits[0].path)], tiny_layered_model, top_k=3, classifier_files=files)
+    shown = render(run, Options(min_conf=0.01))
+    view = shown.files[great_tits[0].path.name]
+    assert list(view.species["common name"]) == ["your classifier: tits"]
+    assert view.timeline_labels == ["your classifier: tits (tit)"] and view.timeline_scores.shape[0] == 1
+    assert shown.summary["top species"].iloc[0] == "your classifier: tits (tit)"
+    table = pd.read_csv(next(p for p in shown.downloads if p.endswith("predictions.csv")), comment="#")
+    assert set(table.common_name) == {"your classifier: tits"} and len(table) == run.results[
+        great_tits[0].path.name].num_windows
