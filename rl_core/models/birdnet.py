@@ -15,7 +15,6 @@ import torch
 
 from rl_core.birdnet_litert import (  # noqa: F401 - re-exported: the names other modules import from here
     EMBEDDING_DIM,
-    EMBEDDING_TENSOR,
     LABELS_FILE,
     MODEL_FILE,
     NUM_CLASSES,
@@ -26,7 +25,6 @@ from rl_core.birdnet_litert import (  # noqa: F401 - re-exported: the names othe
     birdnet_dir,
     read_labels,
     sigmoid,
-    usable_cores,
 )
 from rl_core.errors import ConfigError
 from rl_core.models.base import ModelBase
