@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -71,17 +72,21 @@ class RssSampler:
         import psutil
 
         self.psutil, self.engine, self.peak, self.uss, self._stop = psutil, engine, {}, {}, threading.Event()
+        self.cpu: dict[int, float] = {}  # CPU seconds (user + system) of each worker at its last sample
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             for pid in self.engine.worker_pids():
                 try:
-                    info = self.psutil.Process(pid).memory_full_info()
+                    process = self.psutil.Process(pid)
+                    info = process.memory_full_info()
+                    times = process.cpu_times()
                 except Exception:  # noqa: BLE001 - the process just ended
                     continue
                 self.peak[pid] = max(self.peak.get(pid, 0), info.rss)
                 self.uss[pid] = max(self.uss.get(pid, 0), info.uss)
+                self.cpu[pid] = times.user + times.system
             time.sleep(0.3)
 
     def __enter__(self):
@@ -96,10 +101,21 @@ class RssSampler:
 def timed_analysis(folder: Path, project: Path, workers: int) -> tuple[float, dict, object]:
     engine = LocalEngine(workers)
     with RssSampler(engine) as sampler:
-        start = time.perf_counter()
+        start, cpu, children = time.perf_counter(), time.process_time(), children_cpu()
         summary = analyse_project([folder], project, RunSettings("birdnet_v2_4"), engine=engine)
-        wall = time.perf_counter() - start
-    return wall, (sampler.peak, sampler.uss), summary
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    worker_cpu = children_cpu() - children  # the pool's processes, joined when the run ends
+    print(f"  {workers} worker(s): {wall:.1f} s wall; CPU s: workers {worker_cpu:.1f} (startup, imports and model "
+          f"load included), driver {cpu:.1f} (scan, commits, and this bench's memory sampler)")
+    return wall, (sampler.peak, sampler.uss), summary, worker_cpu
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) child processes, their children included."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def official(folder: Path, work: Path) -> dict | str:
@@ -111,13 +127,13 @@ def official(folder: Path, work: Path) -> dict | str:
     listing.write_text("\n".join(str(p) for p in sorted(folder.rglob("*.*"))) + "\n")
     cmd = [BIRDNET_PYTHON, str(HERE / "_official_birdnet_files.py"), "--model", str(birdnet_dir() / MODEL_FILE),
            "--labels", str(birdnet_dir() / LABELS_FILE), "--list", str(listing)]
-    start = time.perf_counter()
+    start, children = time.perf_counter(), children_cpu()
     out = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, children_cpu() - children
     if out.returncode != 0:
         return f"FAILED: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}"
     payload = json.loads(out.stdout.strip().splitlines()[-1])
-    payload["wall_s"] = wall
+    payload["wall_s"], payload["cpu_s"] = wall, cpu
     return payload
 
 
@@ -210,18 +226,27 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "official", "resume", "export"])
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines show while the bench runs, also through a pipe
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_archive_"))
     print(f"machine: {os.cpu_count()} logical CPUs, {physical_cores()} physical cores; load average "
           f"{os.getloadavg()[0]:.1f} at start (shared machine)")
     try:
         folder = work / "folder"
-        audio_s = make_folder(folder, args.files, args.seconds)
+        made = work / "folder.json"  # with --work, a rerun reuses the folder made with the same arguments
+        if made.is_file() and json.loads(made.read_text()) == [args.files, args.seconds]:
+            audio_s = args.files * args.seconds
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            audio_s = make_folder(folder, args.files, args.seconds)
+            made.write_text(json.dumps([args.files, args.seconds]))
+        for old in ("p_default", "p_one", "many", "many_project", "export_project", "export_csv", "export_raven"):
+            shutil.rmtree(work / old, ignore_errors=True)  # results of an earlier run with --work
         print(f"folder: {args.files} files, {audio_s / 60:.0f} min of audio, {folder_bytes(folder) / 1e6:.0f} MB "
               f"(rates {RATES}, wav/flac/mp3, mono/stereo)")
         if "throughput" not in args.skip:
             default = physical_cores()
-            wall_d, rss_d, sum_d = timed_analysis(folder, work / "p_default", default)
-            wall_1, rss_1, sum_1 = timed_analysis(folder, work / "p_one", 1)
+            wall_d, rss_d, sum_d, cpu_d = timed_analysis(folder, work / "p_default", default)
+            wall_1, rss_1, sum_1, cpu_1 = timed_analysis(folder, work / "p_one", 1)
             print(f"| engine | workers | wall s | audio s/s | vs one worker | peak RSS / private (USS) per worker (MB) |")
             print(f"|---|---|---|---|---|---|")
             print(f"| local (default) | {default} | {wall_d:.1f} | {audio_s / wall_d:.1f} | {wall_1 / wall_d:.2f}x | "
@@ -238,6 +263,9 @@ def main() -> None:
                           f"(predict {result['predict_s']:.1f}) | {audio_s / result['wall_s']:.1f} | "
                           f"rl_core default is {result['wall_s'] / wall_d:.2f}x faster (wall), "
                           f"{result['predict_s'] / wall_d:.2f}x (vs its predict only) | - |")
+                    print(f"CPU seconds for the {audio_s / 60:.0f} min of audio (load-independent work): official "
+                          f"{result['cpu_s']:.1f}, rl_core workers {cpu_d:.1f} with {default}, {cpu_1:.1f} with 1 "
+                          f"(official / rl_core: {result['cpu_s'] / cpu_d:.2f}x, {result['cpu_s'] / cpu_1:.2f}x)")
             db = (work / "p_default" / "project.duckdb").stat().st_size
             emb = folder_bytes(work / "p_default" / "embeddings")
             with ProjectStore(work / "p_default", read_only=True) as store:

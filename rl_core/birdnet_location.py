@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from rl_core.errors import ConfigError, MissingDependencyError
-from rl_core.models.birdnet import birdnet_dir
+from rl_core.birdnet_litert import birdnet_dir
 
 META_MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite"
 DEFAULT_THRESHOLD = 0.03

@@ -91,7 +91,7 @@ def apply_sensitivity(scores: np.ndarray, sensitivity: float = DEFAULT_SENSITIVI
 
 # --- labels and names ----------------------------------------------------------------------------------
 def _birdnet_labels() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from rl_core.models.birdnet import LABELS_FILE, birdnet_dir, read_labels
+    from rl_core.birdnet_litert import LABELS_FILE, birdnet_dir, read_labels
 
     folder = birdnet_dir()
     if folder is None:

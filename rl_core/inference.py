@@ -16,11 +16,10 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from rl_core.audio import MIN_TAIL_FRACTION, AudioInfo, audio_info, count_windows, iter_windows, windows_of_array
 from rl_core.detection_filters import display_label
@@ -30,7 +29,10 @@ from rl_core.errors import (
     LimitExceededError,
     UnsupportedSampleRateError,
 )
-from rl_core.models.base import ModelBase
+
+if TYPE_CHECKING:  # torch is imported only for torch models: a BirdNET worker runs without it
+    from rl_core.birdnet_litert import BirdNETLiteRT
+    from rl_core.models.base import ModelBase
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +269,16 @@ def _layer_name(layers: Any) -> str:
     return str(layers)
 
 
+def _as_numpy(values: Any) -> np.ndarray:
+    """float32 numpy of a model output (a torch tensor, or numpy from a ``numpy_io`` model)."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float32, copy=False)
+    return values.detach().cpu().float().numpy()
+
+
 # --------------------------------------------------------------------------- the one path
 def analyse_recording(
-    model: ModelBase,
+    model: ModelBase | BirdNETLiteRT,
     path: str | Path | np.ndarray,
     *,
     hop_s: float | None = None,
@@ -357,8 +366,17 @@ def analyse_recording(
         raise ConfigError(f"{model.name} finds calls in consecutive {window_s:g}-s chunks: leave the hop unset "
                           f"(got {hop:g} s)")
 
+    if getattr(model, "numpy_io", False):  # BirdNETLiteRT: numpy windows in, numpy out
+        def model_input(n: int) -> np.ndarray:
+            return batch[:n]
+    else:
+        import torch
+
+        def model_input(n: int):
+            return torch.from_numpy(batch[:n])
+
     def run(n: int) -> None:
-        x = torch.from_numpy(batch[:n])
+        x = model_input(n)
         emb = sc = None
         if model.detects_calls:  # calls, window embeddings and per-window species scores in one pass
             window_starts = starts[-n:]
@@ -375,9 +393,9 @@ def analyse_recording(
             if want_head:
                 sc = model.embed_and_score(x)[1]
         if want_embeddings and emb is not None:
-            embeddings.append(emb.detach().cpu().float().reshape(n, -1).numpy())
+            embeddings.append(_as_numpy(emb).reshape(n, -1))
         if want_head and sc is not None:
-            values = sc.detach().cpu().float().numpy()
+            values = _as_numpy(sc)
             if keep_top is None:
                 scores.append(values)
                 return

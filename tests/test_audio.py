@@ -122,6 +122,18 @@ def test_fft_windows_with_hop_and_a_real_recording(storm_petrels):
     np.testing.assert_allclose(window, scipy_fft_resample(part, 144000), atol=1e-6)
 
 
+@pytest.mark.parametrize("n", [132300, 96000, 288000, 144000, 99999, 7, 1])
+def test_fft_resample_is_scipy_signal_resample_to_the_bit(n):
+    """rl_core's FFT rule avoids importing scipy.signal (1-2 s per worker process) by doing its steps itself."""
+    from rl_core.resampling import fft_resample
+
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    for num in (144000, round(n / 44100 * 48000) or 1, 2 * n, max(1, n // 3), n):
+        expected = scipy_fft_resample(x, num).astype(np.float32, copy=False)
+        got = fft_resample(x, num)
+        assert got.dtype == np.float32 and np.array_equal(got, expected), (n, num)
+
+
 @pytest.mark.parametrize("resampling", RESAMPLING_METHODS)
 def test_same_rate_is_not_resampled(tmp_path, resampling):
     x = _noise_with_tones(48000, 4.0)

@@ -181,13 +181,13 @@ def test_concurrent_calls_each_get_an_interpreter(great_tits):
     from rl_core.models.birdnet import BirdNET
 
     model = BirdNET(workers=2, num_threads=1)
-    assert model.max_concurrent_calls == 2 and model._created == 1
+    assert model.max_concurrent_calls == 2 and model.litert._created == 1
     windows = [load_audio(r.path, 48000)[0][:144000] for r in great_tits[:4]]
     windows = [np.pad(w, (0, 144000 - w.shape[0]))[None, :] for w in windows]
     expected = [model.embed_and_score(w) for w in windows]
-    assert model._created == 1  # one caller at a time: one interpreter
+    assert model.litert._created == 1  # one caller at a time: one interpreter
     start, results, inside, peak = threading.Barrier(4), {}, [0], [0]
-    original, lock = model._interpreter, threading.Lock()
+    original, lock = model.litert._interpreter, threading.Lock()
 
     def counting():  # how many calls hold an interpreter at the same moment
         with original() as interpreter:
@@ -200,7 +200,7 @@ def test_concurrent_calls_each_get_an_interpreter(great_tits):
                 with lock:
                     inside[0] -= 1
 
-    model._interpreter = contextlib.contextmanager(counting)
+    model.litert._interpreter = contextlib.contextmanager(counting)
 
     def call(i: int) -> None:
         start.wait()
@@ -211,8 +211,31 @@ def test_concurrent_calls_each_get_an_interpreter(great_tits):
         t.start()
     for t in threads:
         t.join()
-    assert model._created == 2 and peak[0] == 2
+    assert model.litert._created == 2 and peak[0] == 2
     for i, runs in results.items():
         for embedding, scores in runs:
             assert torch.equal(embedding, expected[i][0]) and torch.equal(scores, expected[i][1])
     assert int(expected[0][1].argmax()) == model.label_mapping["label_to_index"]["Parus major"]
+
+
+def test_numpy_mel_front_end_and_cut_graph_give_the_whole_graphs_scores(storm_petrels, great_tits):
+    """The mel layers computed in numpy (MelFrontEnd) and the graph cut after them give the scores of the model
+    file's whole, unmodified graph on real windows (44.1 kHz petrels, 48 kHz-resampled great tits)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from rl_core.audio import iter_windows
+    from rl_core.birdnet_litert import MODEL_FILE, BirdNETLiteRT, birdnet_dir, sigmoid
+
+    model = BirdNETLiteRT(num_threads=1, workers=1)
+    whole = Interpreter(model_path=str(birdnet_dir() / MODEL_FILE), num_threads=1)
+    whole.allocate_tensors()
+    windows = np.stack([w for path in (storm_petrels[0], great_tits[0].path)
+                        for _, w in iter_windows(path, 48000, 3.0, resampling="fft")])
+    embeddings, scores = model.embed_and_score(windows)
+    assert embeddings.shape == (len(windows), 1024) and scores.shape == (len(windows), 6522)
+    for i, window in enumerate(windows):
+        whole.set_tensor(whole.get_input_details()[0]["index"], window[None, :])
+        whole.invoke()
+        expected = sigmoid(whole.get_tensor(whole.get_output_details()[0]["index"])[0])
+        np.testing.assert_allclose(scores[i], expected, rtol=0, atol=1e-5)
+    assert scores.max() > 0.5  # real calls, not silence

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -318,6 +319,31 @@ def test_cli_ctrl_c_then_sigkill_then_resume_equals_uninterrupted_run(archive, t
     assert "Mésange charbonnière" in (tmp_path / "out" / "detections.csv").read_text(encoding="utf-8")
     code, err = _Cli("export", str(project), "--out", str(tmp_path / "o2"), "--sensitivity", "3").wait(120)
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: sensitivity must be in [0.5, 1.5]")
+
+
+def test_birdnet_workers_run_without_torch_and_store_what_the_app_stores(archive, analysed, tmp_path):
+    """A BirdNET worker process analyses with rl_core.birdnet_litert and never imports torch (half its memory;
+    bench/RESULTS.md): its store equals the inline engine's, which runs the app's torch BirdNET model."""
+    project = tmp_path / "local"
+    summary = analyse_project([archive], project, BIRDNET, engine="local", workers=1)
+    assert (summary.done, summary.failed) == (GOOD_FILES, BROKEN_FILES)
+    assert_same_store(analysed[0], project)
+    recording = archive / "siteB" / "20240516_080000.flac"
+    probe = (
+        "import json, sys\n"
+        "from rl_core.project.engines import _worker_model, analyse_file, init_worker\n"
+        "from rl_core.project.store import FileTask, RunSettings, file_id_of\n"
+        "init_worker()\n"
+        f"path = {str(recording)!r}\n"
+        "outcome = analyse_file(FileTask(file_id_of(path), path, '/', path, '', 1, 1), RunSettings('birdnet_v2_4'))\n"
+        "print(json.dumps([outcome.ok, len(outcome.starts) if outcome.ok else outcome.reason, 'torch' in sys.modules,\n"
+        "                  type(_worker_model(RunSettings('birdnet_v2_4'))).__name__]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    ok, windows, torch_loaded, model = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ok and windows > 0 and model == "BirdNETLiteRT"
+    assert not torch_loaded, "a BirdNET worker imported torch"
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -39,14 +40,18 @@ def physical_cores() -> int:
 
 
 def _single_threaded() -> None:
-    """One compute thread per worker: workers, not threads, use the cores (BirdNET's LiteRT reads torch's count)."""
+    """One compute thread per worker: workers, not threads, use the cores. numpy's BLAS (BirdNET's mel matrices)
+    is already loaded when a worker starts, so its pool is limited with threadpoolctl; torch only where a torch
+    model has brought it in (a BirdNET worker never imports it)."""
     if _worker["threads_set"]:
         return
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
-    import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)
+    threadpool_limits(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     _worker["threads_set"] = True
 
 
@@ -81,13 +86,30 @@ def init_worker() -> None:
     _single_threaded()
 
 
+def _load_model(settings: RunSettings):
+    """The worker's model: BirdNET's LiteRT graph directly, so a worker process never imports torch (half its
+    memory); any other model, or BirdNET in a process that has torch already (the app's inline engine, which then
+    shares the model cache's copy), through the model cache. Both give the same numbers (one LiteRT code path)."""
+    from rl_core.birdnet_litert import BirdNETLiteRT
+    from rl_core.registry import get_model_entry
+
+    entry = get_model_entry(settings.model)
+    spec = entry.model_spec
+    options = spec.extra_kwargs
+    if ("torch" not in sys.modules and spec.name == BirdNETLiteRT.name and settings.precision == "float32" and entry.checkpoint_path is None
+            and set(options) <= {"model_dir", "batch_size"}
+            and spec.audio_config.sample_rate == BirdNETLiteRT.sample_rate
+            and round(spec.audio_config.target_length_seconds * spec.audio_config.sample_rate) == BirdNETLiteRT.window_samples):
+        return BirdNETLiteRT(num_threads=1, workers=1, resampling=spec.audio_config.resampling, **options)
+    from rl_core.cache import get_model
+
+    return get_model(settings.model, device="cpu", precision=None if settings.precision == "float32" else settings.precision)
+
+
 def _worker_model(settings: RunSettings):
     key = (settings.model, settings.precision)
     if _worker["key"] != key:
-        from rl_core.cache import get_model
-
-        _worker["model"] = get_model(settings.model, device="cpu",
-                                     precision=None if settings.precision == "float32" else settings.precision)
+        _worker["model"] = _load_model(settings)
         _worker["key"] = key
         _worker["labels_run"] = None
     return _worker["model"]
@@ -127,7 +149,7 @@ def analyse_file(task: FileTask, settings: RunSettings, run_token: str = "") -> 
                            seconds=time.perf_counter() - started)
     outcome = FileOutcome(
         task, True, duration_s=float(result.duration_s), sample_rate=int(result.sample_rate),
-        window_s=float(model.audio_config.target_length_seconds),
+        window_s=float(model.window_samples / model.sample_rate),
         starts=result.starts.astype(np.float64), ends=result.ends.astype(np.float64),
         seconds=time.perf_counter() - started, channels=int(info.channels),
     )
