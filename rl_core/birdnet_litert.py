@@ -25,7 +25,7 @@ import queue
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -207,6 +207,17 @@ class BirdNETLiteRT:
         scientific, common = read_labels(str(folder / LABELS_FILE))
         self.class_labels = list(scientific)
         self.common_names = list(common)
+
+    @classmethod
+    def for_registry_entry(cls, entry: Any, precision: str = "float32") -> "BirdNETLiteRT | None":
+        """A single-threaded runner of a registry entry that is plain BirdNET V2.4 (its graph, rate and window; no
+        fine-tuned checkpoint, float32), else None: then the model comes from ``rl_core.cache`` with torch."""
+        spec = entry.model_spec
+        audio = spec.audio_config
+        plain = (spec.name == cls.name and precision == "float32" and entry.checkpoint_path is None
+                 and set(spec.extra_kwargs) <= {"model_dir", "batch_size"} and audio.sample_rate == cls.sample_rate
+                 and round(audio.target_length_seconds * audio.sample_rate) == cls.window_samples)
+        return cls(num_threads=1, workers=1, resampling=audio.resampling, **spec.extra_kwargs) if plain else None
 
     def _new_interpreter(self):
         interpreter = self._make_interpreter(model_content=self._model_content, num_threads=self._num_threads)

@@ -87,20 +87,16 @@ def init_worker() -> None:
 
 
 def _load_model(settings: RunSettings):
-    """The worker's model: BirdNET's LiteRT graph directly, so a worker process never imports torch (half its
-    memory); any other model, or BirdNET in a process that has torch already (the app's inline engine, which then
-    shares the model cache's copy), through the model cache. Both give the same numbers (one LiteRT code path)."""
-    from rl_core.birdnet_litert import BirdNETLiteRT
-    from rl_core.registry import get_model_entry
+    """The worker's model: plain BirdNET as its torch-free LiteRT runner, so a worker process never imports torch
+    (half its memory); any other model, or BirdNET in a process that has torch already (the app's inline engine,
+    which then shares the model cache's copy), through the model cache. Both run the same LiteRT code."""
+    if "torch" not in sys.modules:
+        from rl_core.birdnet_litert import BirdNETLiteRT
+        from rl_core.registry import get_model_entry
 
-    entry = get_model_entry(settings.model)
-    spec = entry.model_spec
-    options = spec.extra_kwargs
-    if ("torch" not in sys.modules and spec.name == BirdNETLiteRT.name and settings.precision == "float32" and entry.checkpoint_path is None
-            and set(options) <= {"model_dir", "batch_size"}
-            and spec.audio_config.sample_rate == BirdNETLiteRT.sample_rate
-            and round(spec.audio_config.target_length_seconds * spec.audio_config.sample_rate) == BirdNETLiteRT.window_samples):
-        return BirdNETLiteRT(num_threads=1, workers=1, resampling=spec.audio_config.resampling, **options)
+        runner = BirdNETLiteRT.for_registry_entry(get_model_entry(settings.model), settings.precision)
+        if runner is not None:
+            return runner
     from rl_core.cache import get_model
 
     return get_model(settings.model, device="cpu", precision=None if settings.precision == "float32" else settings.precision)
