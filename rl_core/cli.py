@@ -144,7 +144,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     print(summary.message(), file=sys.stderr)
     if args.classifier:
         from rl_core.custom_classifier import CustomClassifier
-        from rl_core.project.search import store_classifier_scores
+        from rl_core.project.labelling import store_classifier_scores
 
         classifier = CustomClassifier.load(args.classifier)
         stored = store_classifier_scores(args.project, classifier, Path(args.classifier).stem, run_id=settings.run_id)
@@ -171,7 +171,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from rl_core.project.search import QueryClip, add_labels
+    from rl_core.project.labelling import add_labels
+    from rl_core.project.search import QueryClip
 
     rows = []
     for text in args.windows:
@@ -190,7 +191,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     import json
 
-    from rl_core.project.search import train_project_classifier
+    from rl_core.project.labelling import train_project_classifier
 
     classifier = train_project_classifier(args.project, run_id=args.run, classes=args.classes,
                                           random_negatives=args.random_negatives)
@@ -202,7 +203,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from rl_core.custom_classifier import CustomClassifier
-    from rl_core.project.search import apply_classifier
+    from rl_core.project.labelling import apply_classifier
 
     ranked, _scores = apply_classifier(args.project, CustomClassifier.load(args.classifier), run_id=args.run,
                                        top_n=args.top, class_name=args.class_name)
@@ -226,7 +227,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     flt = _detection_filter(args)
     if args.calibrated:
-        from rl_core.project.search import calibrated_filter
+        from rl_core.project.labelling import calibrated_filter
 
         flt = calibrated_filter(flt, args.project, args.run)
     written = export_project(args.project, args.out, formats=args.format, flt=flt, run_id=args.run,

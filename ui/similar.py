@@ -1,6 +1,7 @@
 """The "Find & train" tab: search a project for similar calls, label results, review detections, train a classifier.
 
-Display and wiring only: every search, label, calibration and training step is :mod:`rl_core.project.search`.
+Display and wiring only: every search is :mod:`rl_core.project.search`, every label, calibration and training step
+:mod:`rl_core.project.labelling`, the map of a project's windows :mod:`rl_core.project.window_map`.
 Projects are the ones of the Projects tab (same folder, same name rules: :mod:`ui.projects`).
 """
 
@@ -77,7 +78,7 @@ def _items(frame: pd.DataFrame, score_column: str) -> pd.DataFrame:
 
 def project_overview(name: str) -> tuple[str, list[str], list[str], list[str], pd.DataFrame]:
     """(summary, files, folders, species with detections, labels) of the project's latest run."""
-    from rl_core.project.search import labels
+    from rl_core.project.labelling import labels
 
     with _store(name) as store:
         run = store.default_run()
@@ -156,7 +157,7 @@ def _remember_paths(name: str, items: pd.DataFrame) -> None:
 
 def mark(name: str, items: pd.DataFrame, index: float | None, class_name: str, verdict: str, source: str):
     """Store a verdict on the selected window; returns (message, items with the label, labels, next index)."""
-    from rl_core.project.search import add_labels, labels
+    from rl_core.project.labelling import add_labels, labels
 
     if items is None or len(items) == 0 or index is None:
         raise UserFacingError("select a result to label (click a row)")
@@ -175,7 +176,7 @@ def mark(name: str, items: pd.DataFrame, index: float | None, class_name: str, v
 
 def train(name: str, classes_text: str, random_negatives: float) -> tuple[str, pd.DataFrame, pd.DataFrame, list[str]]:
     """Train on the project's labels; (metrics, ranked windows, next clips to label, saved classifier files)."""
-    from rl_core.project.search import apply_classifier, suggest_to_label, train_project_classifier
+    from rl_core.project.labelling import apply_classifier, suggest_to_label, train_project_classifier
 
     classes = [c.strip() for c in (classes_text or "").split(",") if c.strip()] or None
     with _store(name) as store:
@@ -201,7 +202,7 @@ def train(name: str, classes_text: str, random_negatives: float) -> tuple[str, p
 
 
 def review(name: str, species: str, order: str, n: float) -> tuple[str, pd.DataFrame]:
-    from rl_core.project.search import review_queue
+    from rl_core.project.labelling import review_queue
 
     if not species:
         raise UserFacingError("choose a species to review")
@@ -213,7 +214,7 @@ def review(name: str, species: str, order: str, n: float) -> tuple[str, pd.DataF
 
 
 def calibrate(name: str, species: str, target: float) -> tuple[str, pd.DataFrame]:
-    from rl_core.project.search import calibrate_species
+    from rl_core.project.labelling import calibrate_species
 
     with _store(name) as store:
         calibration, bins = calibrate_species(store, species, target_precision=float(target))
