@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="rank every window of a project by a saved classifier")
     classify.add_argument("--project", required=True)
     classify.add_argument("--classifier", required=True, metavar="FILE")
-    classify.add_argument("--class", dest="class_name", default=None, help="which of its classes (default: the first)")
+    classify.add_argument("--class", dest="class_name", default=None, help="rank by this class (default: each window's best class)")
     classify.add_argument("--top", type=int, default=100)
     classify.add_argument("--csv", default=None)
     classify.add_argument("--run", default=None)

@@ -248,3 +248,67 @@ def test_cli_search_label_train_classify(project, tiled, tmp_path):
     assert result.returncode == 2 and "not a file of this project" in result.stderr
     with ProjectStore(project, read_only=True) as store:
         assert store.con.execute("select count(*) from labels").fetchone()[0] == 8
+
+
+def test_classifier_of_two_classes_ranks_every_class(project, tiled):
+    truth = tiled[2]
+    found = ps.search(project, [f"{FINCH}#0"], top_n=29)
+    taxa = np.array([_taxon(truth, f, w) for f, w in zip(found.file, found.window_index)])
+    lab.add_labels(project, found[taxa == "Lonchura striata domestica"].head(4), "bf", "positive", "search")
+    lab.add_labels(project, found[taxa == "Parus major"].head(4), "gt", "positive", "search")
+    lab.add_labels(project, found[taxa == "Taeniopygia guttata"].head(3), "bf", "negative", "search")
+    classifier = lab.train_project_classifier(project, random_negatives=0)
+    assert sorted(classifier.classes) == ["bf", "gt"]
+    ranked, best = lab.apply_classifier(project, classifier, top_n=29)  # no class: each window's best class
+    assert set(ranked.class_name.head(12)) == {"bf", "gt"} and np.all(np.diff(ranked.score) <= 0)
+    ranked_taxa = [_taxon(truth, f, w) for f, w in zip(ranked.file, ranked.window_index)]
+    expected = {"Lonchura striata domestica": "bf", "Parus major": "gt"}
+    named = [(t, c) for t, c in zip(ranked_taxa[:20], ranked.class_name[:20]) if t in expected]
+    assert len(named) >= 18 and all(expected[t] == c for t, c in named)  # each window under its own class
+    assert (ranked.label[ranked.class_name == "gt"].head(20) != "negative").all()
+    gt, gt_scores = lab.apply_classifier(project, classifier, top_n=8, class_name="gt")
+    assert set(gt.class_name) == {"gt"} and all(_taxon(truth, f, w) == "Parus major"
+                                                 for f, w in zip(gt.file, gt.window_index))
+    assert np.all(best >= gt_scores - 1e-6)  # the best class's score is at least any one class's
+    nxt = lab.suggest_to_label(project, classifier, n=2)
+    assert set(nxt.class_name) <= {"bf", "gt"} and len(nxt) == 4
+    with pytest.raises(ConfigError, match="no class 'owl'"):
+        lab.apply_classifier(project, classifier, class_name="owl")
+
+
+def test_map_of_the_project_windows(project, tiled):
+    from rl_core.project.window_map import POINT_COLUMNS, window_map
+
+    truth = tiled[2]
+    full = window_map(project)
+    points = full.points
+    assert list(points.columns) == POINT_COLUMNS and len(points) == full.total == 29 and not full.sampled
+    assert full.description == "all 29 windows" and full.model == "birdnet_v2_4"
+    tits = points[points.file == GREAT_TIT]
+    assert (tits.species == "Parus major").mean() >= 0.75 and points.score.between(0, 1).all()
+    assert set(tits.date) == {"2024-05-15"} and set(tits.hour) == {6.5}  # 06:30:00 plus up to 24 s
+    assert (points.label == "unlabelled").all()
+    # windows of one taxon lie together: most points' nearest neighbour on the map is of their taxon
+    xy = points[["x", "y"]].to_numpy()
+    taxa = np.array([_taxon(truth, f, w) for f, w in zip(points.file, points.window_index)])
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 1e9
+    assert np.mean(taxa[d.argmin(axis=1)] == taxa) >= 0.75
+    # a bounded random sample, the same for the same seed, and said so
+    sample = window_map(project, max_points=10, seed=3)
+    assert len(sample.points) == 10 and sample.total == 29 and sample.description == "10 of 29 windows, random sample"
+    again = window_map(project, max_points=10, seed=3).points
+    assert list(zip(again.file_id, again.window_index)) == list(zip(sample.points.file_id, sample.points.window_index))
+    # a selection: a folder, a date range
+    with ProjectStore(project, read_only=True) as store:
+        site_a = [f for f in store.folders(store.default_run()) if f.endswith("siteA")]
+    in_a = window_map(project, folders=site_a).points
+    assert set(in_a.file) == {GREAT_TIT, "siteA/20240517_090000.wav"} and len(in_a) == 13
+    assert set(window_map(project, date_from="2024-05-16", date_to="2024-05-16").points.date) == {"2024-05-16"}
+    # labels colour the map
+    lab.add_labels(project, [{"file_id": int(tits.file_id.iloc[0]), "window_index": 0}], "gt", "positive", "map")
+    labelled = window_map(project).points
+    assert list(labelled.label[labelled.label != "unlabelled"]) == ["positive: gt"]
+    with pytest.raises(ConfigError, match="no window of the project matches"):
+        window_map(project, folders=["nowhere"])
+    with pytest.raises(ConfigError, match="at least 2 points"):
+        window_map(project, max_points=1)

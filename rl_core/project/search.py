@@ -215,13 +215,15 @@ def embed_query(project: str | Path | ProjectStore, clips: Sequence[QueryClip | 
         settings = store.run_settings(run_id)
         index = sync_index(store, run_id)
         window_s = float(settings["window_s"] or 0.0)
-        vectors = []
+        vectors, stored_keys, files = [], [], {}
         for clip in clips:
             clip = QueryClip.parse(clip) if isinstance(clip, str) else clip
             if clip.path:
                 vectors.append(_embed_audio_clip(clip.path, settings, window_s, model))
                 continue
-            file_id, rel = _find_file(store, run_id, clip.file)
+            if clip.file not in files:  # a map selection names many windows of few files
+                files[clip.file] = _find_file(store, run_id, clip.file)
+            file_id, rel = files[clip.file]
             if clip.window_index is not None:
                 keys = np.array([[file_id, clip.window_index]])
             else:
@@ -236,8 +238,12 @@ def embed_query(project: str | Path | ProjectStore, clips: Sequence[QueryClip | 
                                                   [run_id, file_id, clip.start_s, clip.end_s]).fetchall(), dtype=np.int64)
                 if len(keys) == 0:
                     raise ConfigError(f"{rel} has no analysed window between {clip.start_s:g} and {clip.end_s:g} s")
-            rows = _rows_of(index, keys.reshape(-1, 2))
-            vectors.append(np.asarray(index.vectors()[np.sort(rows)], dtype=np.float32).mean(axis=0))
+            stored_keys.append(keys.reshape(-1, 2))
+        if stored_keys:  # one lookup for every stored clip: _rows_of reads all the index's keys
+            rows = _rows_of(index, np.concatenate(stored_keys))
+            ends = np.cumsum([len(k) for k in stored_keys])
+            for part in np.split(rows, ends[:-1]):
+                vectors.append(np.asarray(index.vectors()[np.sort(part)], dtype=np.float32).mean(axis=0))
         return normalise(normalise(np.stack(vectors)).mean(axis=0))[0]
 
 
