@@ -31,6 +31,13 @@ WEBGL_FROM = 5_000
 LIST_AT_MOST = 500
 MAP_EVENTS_JS = """
 () => {
+  if (!document.getElementById('sim-map-style')) {
+    // a drawn lasso stays on the plot as an outline that would swallow the hover and click of the points inside
+    const style = document.createElement('style');
+    style.id = 'sim-map-style';
+    style.textContent = '#sim-map .selectionlayer path { pointer-events: none !important; }';
+    document.head.appendChild(style);
+  }
   const send = (id, text) => {
     const box = document.querySelector(`#${id} textarea, #${id} input`);
     if (!box) return;
