@@ -143,7 +143,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     print(summary.message(), file=sys.stderr)
     if args.classifier:
         from rl_core.custom_classifier import CustomClassifier
-        from rl_core.project.search import store_classifier_scores
+        from rl_core.project.labelling import store_classifier_scores
 
         classifier = CustomClassifier.load(args.classifier)
         stored = store_classifier_scores(args.project, classifier, Path(args.classifier).stem, run_id=settings.run_id)
@@ -170,7 +170,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from rl_core.project.search import QueryClip, add_labels
+    from rl_core.project.labelling import add_labels
+    from rl_core.project.search import QueryClip
 
     rows = []
     for text in args.windows:
@@ -189,7 +190,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     import json
 
-    from rl_core.project.search import train_project_classifier
+    from rl_core.project.labelling import train_project_classifier
 
     classifier = train_project_classifier(args.project, run_id=args.run, classes=args.classes,
                                           random_negatives=args.random_negatives)
@@ -201,7 +202,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from rl_core.custom_classifier import CustomClassifier
-    from rl_core.project.search import apply_classifier
+    from rl_core.project.labelling import apply_classifier
 
     ranked, _scores = apply_classifier(args.project, CustomClassifier.load(args.classifier), run_id=args.run,
                                        top_n=args.top, class_name=args.class_name)
@@ -225,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     flt = _detection_filter(args)
     if args.calibrated:
-        from rl_core.project.search import calibrated_filter
+        from rl_core.project.labelling import calibrated_filter
 
         flt = calibrated_filter(flt, args.project, args.run)
     written = export_project(args.project, args.out, formats=args.format, flt=flt, run_id=args.run,
@@ -357,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="rank every window of a project by a saved classifier")
     classify.add_argument("--project", required=True)
     classify.add_argument("--classifier", required=True, metavar="FILE")
-    classify.add_argument("--class", dest="class_name", default=None, help="which of its classes (default: the first)")
+    classify.add_argument("--class", dest="class_name", default=None, help="rank by this class (default: each window's best class)")
     classify.add_argument("--top", type=int, default=100)
     classify.add_argument("--csv", default=None)
     classify.add_argument("--run", default=None)

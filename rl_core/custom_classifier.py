@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,10 @@ from rl_core.atomic import write_bytes_atomic, write_text_atomic
 from rl_core.configs import ProbeConfig, format_validation_error
 from rl_core.errors import ConfigError
 from rl_core.probes import build_probe_from_config_offline
+from rl_core.similarity import float32_chunks
 
 log = logging.getLogger(__name__)
 
-#: windows scored per matrix product when applying a classifier (bounded memory on a million windows)
-APPLY_CHUNK = 131_072
 #: L2 penalty on the probe's weights (z-scored 1024-d inputs, tens of labels: strong)
 L2_PENALTY = 1e-2
 
@@ -92,19 +90,15 @@ class CustomClassifier:
         out = np.empty((x.shape[0], len(self.classes)), dtype=np.float32)
         linear = self._folded_linear()
         mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only memory maps: torch only reads them
-            for lo in range(0, x.shape[0], APPLY_CHUNK):
-                # torch converts float16 rows with vector instructions (numpy's conversion is ~10x slower)
-                chunk = torch.from_numpy(np.ascontiguousarray(x[lo:lo + APPLY_CHUNK])).float()
+        with torch.inference_mode():
+            for lo, chunk in float32_chunks(x):
                 if linear is not None:
                     weight, bias = linear
                     norms = torch.linalg.vector_norm(chunk, dim=1, keepdim=True).clamp_min(1e-12)
                     logits = (chunk @ weight.T) / norms + bias
                 else:
-                    chunk = (torch.nn.functional.normalize(chunk, dim=1) - mean) / std
-                    logits = self.head(chunk)
-                out[lo:lo + APPLY_CHUNK] = torch.sigmoid(logits).numpy()
+                    logits = self.head((torch.nn.functional.normalize(chunk, dim=1) - mean) / std)
+                out[lo:lo + chunk.shape[0]] = torch.sigmoid(logits).numpy()
         return out
 
     def _folded_linear(self) -> tuple[torch.Tensor, torch.Tensor] | None:

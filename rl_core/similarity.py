@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 
 #: above this many windows the approximate index answers (exact search then takes > ~50 ms per query here)
 EXACT_LIMIT = 100_000
-#: rows converted to float32 at a time during exact search (bounded memory: 64k x 1024 x 4 B = 256 MB)
+#: rows converted to float32 at a time while building the approximate index (64k x 1024 x 4 B = 256 MB)
 CHUNK_ROWS = 65_536
+#: rows converted to float32 at a time when every row is scored (exact search, a classifier over a project): a
+#: 4096 x 1024 chunk (16 MB) stays in the CPU's cache between the conversion and the products, so a million rows
+#: cost one read of the float16 memory map instead of several passes over 256-MB chunks (bench/RESULTS.md)
+SCAN_ROWS = 4_096
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -64,6 +68,22 @@ def _as_float32(rows: np.ndarray) -> np.ndarray:
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(rows)).float().numpy()
+
+
+def float32_chunks(rows: np.ndarray, chunk: int = SCAN_ROWS):
+    """``(start, tensor)`` for consecutive ``chunk``-row blocks of a (memory-mapped) matrix, as float32 torch
+    tensors. The tensor is one buffer reused for every block: use it before taking the next."""
+    import torch
+
+    n, dim = rows.shape
+    buffer = torch.empty((min(chunk, n), dim), dtype=torch.float32)
+    for lo in range(0, n, chunk):
+        with warnings.catch_warnings():  # read-only memory map: torch only reads it
+            warnings.simplefilter("ignore", UserWarning)
+            block = torch.from_numpy(np.asarray(rows[lo:lo + chunk]))
+        out = buffer[: block.shape[0]]
+        out.copy_(block)  # float16 -> float32 with vector instructions (numpy's conversion is ~10x slower)
+        yield lo, out
 
 
 def _nlist_for(n: int) -> int:
@@ -203,26 +223,15 @@ class WindowIndex:
     def _exact(self, q: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        vectors = self.vectors()
         q_t = torch.from_numpy(q)
-        best_rows = np.zeros((q.shape[0], 0), dtype=np.int64)
-        best_sims = np.zeros((q.shape[0], 0), dtype=np.float32)
-        for lo in range(0, self.count, CHUNK_ROWS):
-            # torch converts float16 with vector instructions (numpy's conversion is ~10x slower)
-            with warnings.catch_warnings():  # read-only memory map: torch only reads it
-                warnings.simplefilter("ignore", UserWarning)
-                chunk = torch.from_numpy(np.ascontiguousarray(vectors[lo:lo + CHUNK_ROWS])).float()
-            sims = (chunk @ q_t.T).numpy()  # (chunk, Q)
-            k = min(top_n, sims.shape[0])
-            part = np.argpartition(-sims, k - 1, axis=0)[:k].T  # (Q, k)
-            best_rows = np.concatenate([best_rows, part + lo], axis=1)
-            best_sims = np.concatenate([best_sims, np.take_along_axis(sims.T, part, axis=1)], axis=1)
-            if best_rows.shape[1] > top_n:
-                keep = np.argpartition(-best_sims, top_n - 1, axis=1)[:, :top_n]
-                best_rows = np.take_along_axis(best_rows, keep, axis=1)
-                best_sims = np.take_along_axis(best_sims, keep, axis=1)
+        sims = np.empty((self.count, q.shape[0]), dtype=np.float32)  # 4 MB per query per million windows
+        for lo, chunk in float32_chunks(self.vectors()):
+            sims[lo:lo + chunk.shape[0]] = (chunk @ q_t.T).numpy()
+        best = np.argpartition(-sims, top_n - 1, axis=0)[:top_n].T if top_n < self.count else \
+            np.tile(np.arange(self.count), (q.shape[0], 1))
+        best_sims = np.take_along_axis(sims.T, best, axis=1)
         order = np.argsort(-best_sims, axis=1, kind="stable")
-        return np.take_along_axis(best_rows, order, axis=1), np.take_along_axis(best_sims, order, axis=1)
+        return np.take_along_axis(best, order, axis=1), np.take_along_axis(best_sims, order, axis=1)
 
 
 def recall_at_k(approximate: list[SearchHits], exact: list[SearchHits]) -> float:

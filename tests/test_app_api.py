@@ -21,7 +21,9 @@ MODEL = "birdnet_v2_4"
 ENDPOINTS = {"/predict", "/embedding_map", "/leaderboard", "/leaderboard_submit", "/zoo_table", "/model_card",
              "/project_start", "/project_stop", "/project_status", "/project_info", "/project_browse", "/project_export",
              "/similar_project", "/similar_search", "/similar_show", "/similar_mark_positive", "/similar_mark_negative",
-             "/similar_mark_unsure", "/similar_train", "/similar_review", "/similar_calibrate"}
+             "/similar_mark_unsure", "/similar_train", "/similar_rank", "/similar_review", "/similar_calibrate",
+             "/similar_map", "/similar_map_colour", "/similar_map_select", "/similar_map_click", "/similar_map_search",
+             "/similar_map_label"}
 
 
 @pytest.fixture(scope="module")

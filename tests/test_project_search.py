@@ -21,6 +21,7 @@ from rl_core.custom_classifier import CustomClassifier
 from rl_core.detection_filters import DetectionFilter
 from rl_core.errors import ConfigError
 from rl_core.project import ProjectStore, RunSettings, analyse_project
+from rl_core.project import labelling as lab
 from rl_core.project import search as ps
 
 FINCH = "siteB/20240516_080000.wav"
@@ -105,32 +106,32 @@ def test_label_train_apply_save_reload_and_predict(project, tiled, tmp_path):
     found = ps.search(project, [f"{FINCH}#0"], top_n=28)
     is_finch = np.array([_taxon(truth, f, w) == "Lonchura striata domestica" for f, w in zip(found.file, found.window_index)])
     positives, negatives = found[is_finch].head(4), found[~is_finch].head(6)
-    assert ps.add_labels(project, positives, "bengalese", "positive", "search") == 4
-    ps.add_labels(project, negatives, "bengalese", "negative", "search")
-    ps.add_labels(project, found[~is_finch].tail(1), "bengalese", "unsure", "review")
-    stored = ps.labels(project)
+    assert lab.add_labels(project, positives, "bengalese", "positive", "search") == 4
+    lab.add_labels(project, negatives, "bengalese", "negative", "search")
+    lab.add_labels(project, found[~is_finch].tail(1), "bengalese", "unsure", "review")
+    stored = lab.labels(project)
     assert sorted(stored.label.value_counts().items()) == [("negative", 6), ("positive", 4), ("unsure", 1)]
     assert set(stored.source) == {"search", "review"} and (stored.window_index >= 0).all()
-    ps.add_labels(project, negatives.head(1), "bengalese", "positive", "search")  # a changed mind replaces
-    assert (ps.labels(project).label == "positive").sum() == 5
-    ps.add_labels(project, negatives.head(1), "bengalese", "negative", "search")
+    lab.add_labels(project, negatives.head(1), "bengalese", "positive", "search")  # a changed mind replaces
+    assert (lab.labels(project).label == "positive").sum() == 5
+    lab.add_labels(project, negatives.head(1), "bengalese", "negative", "search")
 
-    classifier = ps.train_project_classifier(project, random_negatives=4)
+    classifier = lab.train_project_classifier(project, random_negatives=4)
     assert classifier.card.backbone == "birdnet_v2_4" and classifier.card.positives == {"bengalese": 4}
     assert classifier.card.negatives == 10 and "average_precision" in classifier.card.metrics["bengalese"]
-    ranked, scores = ps.apply_classifier(project, classifier, top_n=28)
+    ranked, scores = lab.apply_classifier(project, classifier, top_n=28)
     assert len(scores) == 29
     ranked_taxa = [_taxon(truth, f, w) for f, w in zip(ranked.file, ranked.window_index)]
     assert all(t == "Lonchura striata domestica" for t in ranked_taxa[:8])  # every finch window first
     assert (ranked.label[ranked.window_index.isin(positives.window_index) & (ranked.file == FINCH)] == "positive").all()
-    nxt = ps.suggest_to_label(project, classifier, n=3)
-    labelled = set(zip(ps.labels(project).file, ps.labels(project).window_index))
+    nxt = lab.suggest_to_label(project, classifier, n=3)
+    labelled = set(zip(lab.labels(project).file, lab.labels(project).window_index))
     assert len(nxt) == 6 and not labelled & set(zip(nxt.file, nxt.window_index))
     assert list(nxt.why) == ["top unlabelled"] * 3 + ["uncertain"] * 3
 
     weights, _card = classifier.save(tmp_path / "bengalese")
     again = CustomClassifier.load(weights)
-    np.testing.assert_allclose(ps.apply_classifier(project, again, top_n=5)[1], scores, atol=1e-6)
+    np.testing.assert_allclose(lab.apply_classifier(project, again, top_n=5)[1], scores, atol=1e-6)
     # the saved classifier on a fresh recording, beside BirdNET's own species
     out = tmp_path / "pred.csv"
     result = run_cli("predict", "birdnet_v2_4", str(tiled[1] / FINCH), str(tiled[1] / GREAT_TIT), "--top-k", "1",
@@ -145,24 +146,24 @@ def test_label_train_apply_save_reload_and_predict(project, tiled, tmp_path):
 
 def test_review_queue_calibration_and_calibrated_export_threshold(project, tiled):
     truth = tiled[2]
-    queue = ps.review_queue(project, species="Parus major", n=200, order="score")
+    queue = lab.review_queue(project, species="Parus major", n=200, order="score")
     assert np.all(np.diff(queue.score) <= 0) and "label" in queue.columns
     verdicts = ["positive" if _taxon(truth, f, w) == "Parus major" else "negative"
                 for f, w in zip(queue.file, queue.window_index)]
     for verdict in ("positive", "negative"):
         rows = queue[[v == verdict for v in verdicts]]
-        ps.add_labels(project, rows, "Parus major", verdict, "review")
-    calibration, bins = ps.calibrate_species(project, "Parus major", target_precision=0.9)
+        lab.add_labels(project, rows, "Parus major", verdict, "review")
+    calibration, bins = lab.calibrate_species(project, "Parus major", target_precision=0.9)
     assert calibration.verified == len(queue) and bins.verified.sum() == len(queue)
     assert calibration.correct == sum(v == "positive" for v in verdicts)
-    spread = ps.review_queue(project, species="Parus major", n=6, order="bins")
+    spread = lab.review_queue(project, species="Parus major", n=6, order="bins")
     assert len(spread) == 6 and spread.label.notna().all()  # each already has its verdict
-    saved = ps.species_thresholds(project)
+    saved = lab.species_thresholds(project)
     if calibration.threshold is None:
         assert saved == {} and calibration.note
     else:
         assert saved == {"Parus major": pytest.approx(calibration.threshold)}
-        flt = ps.calibrated_filter(DetectionFilter(min_conf=0.25), project)
+        flt = lab.calibrated_filter(DetectionFilter(min_conf=0.25), project)
         assert dict(flt.species_min_conf) == saved
     # a per-species threshold replaces min_conf for that species only
     frame = pd.DataFrame({"file": "a.wav", "start_s": [0.0, 3.0, 6.0], "end_s": [3.0, 6.0, 9.0],
@@ -182,20 +183,20 @@ def test_bad_inputs_are_clear(project, tiled, tmp_path, great_tits):
     with pytest.raises(ConfigError, match="'from' date '15/05/24x' is not a date"):
         ps.search(project, [f"{FINCH}#0"], date_from="15/05/24x")
     with pytest.raises(ConfigError, match="no labels yet"):
-        ps.train_project_classifier(project)
-    ps.add_labels(project, [{"file_id": ps.search(project, [f"{FINCH}#0"], 1).file_id[0], "window_index": 0}],
+        lab.train_project_classifier(project)
+    lab.add_labels(project, [{"file_id": ps.search(project, [f"{FINCH}#0"], 1).file_id[0], "window_index": 0}],
                   "x", "negative")
     with pytest.raises(ConfigError, match="no positive labels"):
-        ps.train_project_classifier(project)
+        lab.train_project_classifier(project)
     with pytest.raises(ConfigError, match="unknown verdict"):
-        ps.add_labels(project, [{"file_id": 1, "window_index": 0}], "x", "maybe")
+        lab.add_labels(project, [{"file_id": 1, "window_index": 0}], "x", "maybe")
     # a classifier of another backbone
     vectors = np.random.default_rng(0).normal(size=(8, 1024)).astype(np.float32)
     from rl_core.custom_classifier import train_classifier
 
     other = train_classifier(vectors, ["c"] * 4 + ["negative"] * 4, "esp_aves2_sl_beats_all")
     with pytest.raises(ConfigError, match="trained on esp_aves2_sl_beats_all embeddings"):
-        ps.apply_classifier(project, other)
+        lab.apply_classifier(project, other)
     other.save(tmp_path / "other")
     result = run_cli("predict", "birdnet_v2_4", str(tiled[1] / FINCH), "--classifier", str(tmp_path / "other.yaml"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
@@ -247,3 +248,67 @@ def test_cli_search_label_train_classify(project, tiled, tmp_path):
     assert result.returncode == 2 and "not a file of this project" in result.stderr
     with ProjectStore(project, read_only=True) as store:
         assert store.con.execute("select count(*) from labels").fetchone()[0] == 8
+
+
+def test_classifier_of_two_classes_ranks_every_class(project, tiled):
+    truth = tiled[2]
+    found = ps.search(project, [f"{FINCH}#0"], top_n=29)
+    taxa = np.array([_taxon(truth, f, w) for f, w in zip(found.file, found.window_index)])
+    lab.add_labels(project, found[taxa == "Lonchura striata domestica"].head(4), "bf", "positive", "search")
+    lab.add_labels(project, found[taxa == "Parus major"].head(4), "gt", "positive", "search")
+    lab.add_labels(project, found[taxa == "Taeniopygia guttata"].head(3), "bf", "negative", "search")
+    classifier = lab.train_project_classifier(project, random_negatives=0)
+    assert sorted(classifier.classes) == ["bf", "gt"]
+    ranked, best = lab.apply_classifier(project, classifier, top_n=29)  # no class: each window's best class
+    assert set(ranked.class_name.head(12)) == {"bf", "gt"} and np.all(np.diff(ranked.score) <= 0)
+    ranked_taxa = [_taxon(truth, f, w) for f, w in zip(ranked.file, ranked.window_index)]
+    expected = {"Lonchura striata domestica": "bf", "Parus major": "gt"}
+    named = [(t, c) for t, c in zip(ranked_taxa[:20], ranked.class_name[:20]) if t in expected]
+    assert len(named) >= 18 and all(expected[t] == c for t, c in named)  # each window under its own class
+    assert (ranked.label[ranked.class_name == "gt"].head(20) != "negative").all()
+    gt, gt_scores = lab.apply_classifier(project, classifier, top_n=8, class_name="gt")
+    assert set(gt.class_name) == {"gt"} and all(_taxon(truth, f, w) == "Parus major"
+                                                 for f, w in zip(gt.file, gt.window_index))
+    assert np.all(best >= gt_scores - 1e-6)  # the best class's score is at least any one class's
+    nxt = lab.suggest_to_label(project, classifier, n=2)
+    assert set(nxt.class_name) <= {"bf", "gt"} and len(nxt) == 4
+    with pytest.raises(ConfigError, match="no class 'owl'"):
+        lab.apply_classifier(project, classifier, class_name="owl")
+
+
+def test_map_of_the_project_windows(project, tiled):
+    from rl_core.project.window_map import POINT_COLUMNS, window_map
+
+    truth = tiled[2]
+    full = window_map(project)
+    points = full.points
+    assert list(points.columns) == POINT_COLUMNS and len(points) == full.total == 29 and not full.sampled
+    assert full.description == "all 29 windows" and full.model == "birdnet_v2_4"
+    tits = points[points.file == GREAT_TIT]
+    assert (tits.species == "Parus major").mean() >= 0.75 and points.score.between(0, 1).all()
+    assert set(tits.date) == {"2024-05-15"} and set(tits.hour) == {6.5}  # 06:30:00 plus up to 24 s
+    assert (points.label == "unlabelled").all()
+    # windows of one taxon lie together: most points' nearest neighbour on the map is of their taxon
+    xy = points[["x", "y"]].to_numpy()
+    taxa = np.array([_taxon(truth, f, w) for f, w in zip(points.file, points.window_index)])
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 1e9
+    assert np.mean(taxa[d.argmin(axis=1)] == taxa) >= 0.75
+    # a bounded random sample, the same for the same seed, and said so
+    sample = window_map(project, max_points=10, seed=3)
+    assert len(sample.points) == 10 and sample.total == 29 and sample.description == "10 of 29 windows, random sample"
+    again = window_map(project, max_points=10, seed=3).points
+    assert list(zip(again.file_id, again.window_index)) == list(zip(sample.points.file_id, sample.points.window_index))
+    # a selection: a folder, a date range
+    with ProjectStore(project, read_only=True) as store:
+        site_a = [f for f in store.folders(store.default_run()) if f.endswith("siteA")]
+    in_a = window_map(project, folders=site_a).points
+    assert set(in_a.file) == {GREAT_TIT, "siteA/20240517_090000.wav"} and len(in_a) == 13
+    assert set(window_map(project, date_from="2024-05-16", date_to="2024-05-16").points.date) == {"2024-05-16"}
+    # labels colour the map
+    lab.add_labels(project, [{"file_id": int(tits.file_id.iloc[0]), "window_index": 0}], "gt", "positive", "map")
+    labelled = window_map(project).points
+    assert list(labelled.label[labelled.label != "unlabelled"]) == ["positive: gt"]
+    with pytest.raises(ConfigError, match="no window of the project matches"):
+        window_map(project, folders=["nowhere"])
+    with pytest.raises(ConfigError, match="at least 2 points"):
+        window_map(project, max_points=1)

@@ -1,13 +1,13 @@
 """The "Find & train" tab: search a project for similar calls, label results, review detections, train a classifier.
 
-Display and wiring only: every search, label, calibration and training step is :mod:`rl_core.project.search`.
+Display and wiring only: every search is :mod:`rl_core.project.search`, every label, calibration and training step
+:mod:`rl_core.project.labelling`, the map of a project's windows :mod:`rl_core.project.window_map`.
 Projects are the ones of the Projects tab (same folder, same name rules: :mod:`ui.projects`).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -17,7 +17,10 @@ from ui.projects import list_projects, project_dir
 
 log = logging.getLogger(__name__)
 
-ITEM_COLUMNS = ["file", "start_s", "end_s", "score", "label", "folder", "recorded_at", "file_id", "window_index"]
+#: a result: ``class_name`` is the classifier class a ranked window is scored for (empty for searches and the map)
+ITEM_COLUMNS = ["file", "start_s", "end_s", "score", "class_name", "label", "folder", "recorded_at", "file_id",
+                "window_index"]
+EVERY_CLASS = "every class (each window's best)"
 LABEL_COLUMNS = ["file", "start_s", "end_s", "class_name", "label", "source", "created_at"]
 NEXT_COLUMNS = ITEM_COLUMNS + ["why"]
 #: p / n / u mark the selected result when the tab is visible and no text field has the focus. Keys pressed while a
@@ -67,17 +70,18 @@ def _store(name: str):
 
 def _items(frame: pd.DataFrame, score_column: str) -> pd.DataFrame:
     out = frame.rename(columns={score_column: "score"}).copy()
-    if "label" not in out.columns:
-        out["label"] = ""
+    for column in ("label", "class_name"):
+        if column not in out.columns:
+            out[column] = ""
     out["score"] = out["score"].astype(float).round(4)
     out["recorded_at"] = out["recorded_at"].astype(str).replace({"NaT": "", "None": ""})
     out["file_id"] = out["file_id"].astype(str)  # 60-bit ids: a browser's numbers would round them
-    return out[ITEM_COLUMNS].fillna({"label": ""})
+    return out[ITEM_COLUMNS].fillna({"label": "", "class_name": ""})
 
 
 def project_overview(name: str) -> tuple[str, list[str], list[str], list[str], pd.DataFrame]:
     """(summary, files, folders, species with detections, labels) of the project's latest run."""
-    from rl_core.project.search import labels
+    from rl_core.project.labelling import labels
 
     with _store(name) as store:
         run = store.default_run()
@@ -156,7 +160,7 @@ def _remember_paths(name: str, items: pd.DataFrame) -> None:
 
 def mark(name: str, items: pd.DataFrame, index: float | None, class_name: str, verdict: str, source: str):
     """Store a verdict on the selected window; returns (message, items with the label, labels, next index)."""
-    from rl_core.project.search import add_labels, labels
+    from rl_core.project.labelling import add_labels, labels
 
     if items is None or len(items) == 0 or index is None:
         raise UserFacingError("select a result to label (click a row)")
@@ -173,15 +177,15 @@ def mark(name: str, items: pd.DataFrame, index: float | None, class_name: str, v
             done[LABEL_COLUMNS], nxt)
 
 
-def train(name: str, classes_text: str, random_negatives: float) -> tuple[str, pd.DataFrame, pd.DataFrame, list[str]]:
-    """Train on the project's labels; (metrics, ranked windows, next clips to label, saved classifier files)."""
-    from rl_core.project.search import apply_classifier, suggest_to_label, train_project_classifier
+def train(name: str, classes_text: str, random_negatives: float):
+    """Train on the project's labels; (metrics, ranked windows, next clips to label, saved classifier files, the
+    class chooser of the ranked list, the classifier)."""
+    from rl_core.project.labelling import train_project_classifier
 
     classes = [c.strip() for c in (classes_text or "").split(",") if c.strip()] or None
     with _store(name) as store:
         classifier = train_project_classifier(store, classes=classes, random_negatives=int(random_negatives or 0))
-        ranked, _scores = apply_classifier(store, classifier, top_n=100)
-        nxt = suggest_to_label(store, classifier, n=5)
+    ranked_items, next_items = rank(name, classifier, EVERY_CLASS)
     card = classifier.card
     stem = "-".join(c.replace(" ", "_") for c in card.classes)[:60]
     classifier.save(project_dir(name) / "classifiers" / stem)  # kept with the project; a copy to download
@@ -193,15 +197,30 @@ def train(name: str, classes_text: str, random_negatives: float) -> tuple[str, p
                      f"average precision {m['average_precision']:.2f}")
     if not card.metrics:
         lines.append("- too few labels for cross-validation (label at least 2 of each per fold)")
+    chooser = gr.update(choices=[EVERY_CLASS, *card.classes], value=EVERY_CLASS,
+                        visible=len(card.classes) > 1)
+    return "\n".join(lines), ranked_items, next_items, [str(weights), str(card_path)], chooser, classifier
+
+
+def rank(name: str, classifier, rank_by: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the 100 best windows, next clips to label) for one class of the classifier or each window's best class."""
+    from rl_core.project.labelling import apply_classifier, suggest_to_label
+
+    if classifier is None:
+        raise UserFacingError("train a classifier first")
+    class_name = None if not rank_by or rank_by == EVERY_CLASS else rank_by
+    with _store(name) as store:
+        ranked, _scores = apply_classifier(store, classifier, top_n=100, class_name=class_name)
+        nxt = suggest_to_label(store, classifier, n=5, class_name=class_name)
     ranked_items = _items(ranked, "score")
     _remember_paths(name, ranked_items)
     next_items = _items(nxt, "score").assign(why=nxt["why"].to_numpy())
     _remember_paths(name, next_items)
-    return "\n".join(lines), ranked_items, next_items, [str(weights), str(card_path)]
+    return ranked_items, next_items
 
 
 def review(name: str, species: str, order: str, n: float) -> tuple[str, pd.DataFrame]:
-    from rl_core.project.search import review_queue
+    from rl_core.project.labelling import review_queue
 
     if not species:
         raise UserFacingError("choose a species to review")
@@ -213,7 +232,7 @@ def review(name: str, species: str, order: str, n: float) -> tuple[str, pd.DataF
 
 
 def calibrate(name: str, species: str, target: float) -> tuple[str, pd.DataFrame]:
-    from rl_core.project.search import calibrate_species
+    from rl_core.project.labelling import calibrate_species
 
     with _store(name) as store:
         calibration, bins = calibrate_species(store, species, target_precision=float(target))
@@ -257,6 +276,8 @@ def on_select(items, evt: gr.SelectData):
 
 
 def build(demo: gr.Blocks) -> None:
+    from ui import similar_map
+
     with gr.Column(elem_id="sim-root"):
         gr.Markdown(
             "Find more of a call in a project: search by a clip, listen, mark results **positive / negative / "
@@ -282,6 +303,7 @@ def build(demo: gr.Blocks) -> None:
             date_from = gr.Textbox(label="From date (YYYY-MM-DD)", elem_id="sim-from")
             date_to = gr.Textbox(label="To date", elem_id="sim-to")
         search_button = gr.Button("Search", variant="primary", elem_id="sim-search")
+        map_parts = similar_map.build_section()
         message = gr.Markdown(elem_id="sim-message")
         source = gr.State("search")
         items = gr.Dataframe(headers=ITEM_COLUMNS, interactive=False, elem_id="sim-items", max_height=360)
@@ -308,6 +330,9 @@ def build(demo: gr.Blocks) -> None:
                                          elem_id="sim-randneg")
             train_button = gr.Button("Train & rank", variant="primary", elem_id="sim-train")
         metrics = gr.Markdown(elem_id="sim-metrics")
+        rank_by = gr.Dropdown([EVERY_CLASS], value=EVERY_CLASS, label="Rank the windows by", visible=False,
+                              elem_id="sim-rank-by")
+        classifier = gr.State(None)
         with gr.Accordion("Next clips to label (top unlabelled and most uncertain)", open=True):
             next_table = gr.Dataframe(headers=NEXT_COLUMNS, interactive=False, elem_id="sim-next")
             label_next = gr.Button("Label these", elem_id="sim-label-next")
@@ -341,9 +366,12 @@ def build(demo: gr.Blocks) -> None:
                      [project, items, selected, class_name, source], [label_message, items, labels_table, selected],
                      api_name=f"similar_mark_{verdict}").then(None, None, None, js=VERDICT_DONE_JS,
                                                               api_visibility="private")
-    train_button.click(_guard(train), [project, classes, random_negatives], [metrics, items, next_table, saved],
+    train_button.click(_guard(train), [project, classes, random_negatives],
+                       [metrics, items, next_table, saved, rank_by, classifier],
                        api_name="similar_train").success(lambda: ("classifier", 0), None, [source, selected],
                                                          api_visibility="private").then(**show)
+    rank_by.input(_guard(rank), [project, classifier, rank_by], [items, next_table], api_name="similar_rank").success(
+        lambda: ("classifier", 0), None, [source, selected], api_visibility="private").then(**show)
     label_next.click(lambda t: (t[ITEM_COLUMNS], "classifier", 0), [next_table], [items, source, selected],
                      api_visibility="private").then(**show)
     review_button.click(_guard(review), [project, species, order, n_review], [message, items],
@@ -351,5 +379,8 @@ def build(demo: gr.Blocks) -> None:
                                                           api_visibility="private").then(**show)
     calibrate_button.click(_guard(calibrate), [project, species, target], [calibration, bins],
                            api_name="similar_calibrate")
+    similar_map.wire(map_parts, dict(project=project, folders=folders, date_from=date_from, date_to=date_to, top=top,
+                                     message=message, items=items, source=source, selected=selected, show=show,
+                                     class_name=class_name, label_message=label_message, labels_table=labels_table))
     demo.load(lambda: gr.update(choices=list_projects()), None, [project], api_visibility="private")
     demo.load(None, None, None, js=KEYBOARD_JS)
