@@ -39,7 +39,7 @@ def main() -> None:
     from rl_core.audio import audio_info, iter_windows
     from rl_core.datasets_bundled import storm_petrel_recordings
     from rl_core.inference import analyse_recording
-    from ui import inference, inference_view
+    from ui import inference, inference_figure, inference_view
     from ui.common import get_model
     from ui.spectrogram import playable_segment, read_view, spectrogram_picture
 
@@ -68,7 +68,7 @@ def main() -> None:
         "filter view + species table + timeline": lambda: inference_view.file_view(run, clip.name, options, flt),
         "summary table": lambda: inference_view.summary_table(run, options, flt),
         "exports (csv, Raven, Audacity, npz, json)": lambda: inference_view.write_exports(run, options, flt),
-        "view figure (plotly, to JSON)": lambda: inference_view.listen(run, clip.name, view, 0, 30, options).figure.to_json(),
+        "view figure (plotly, to JSON)": lambda: inference_figure.listen(run, clip.name, view, 0, 30, options).figure.to_json(),
         "whole Gradio callback on_run": lambda: inference.on_run([str(clip)], "", MODEL, 5, progress=None),
     }
     print(f"median of {args.repeats} warm runs, 10-s 44.1 kHz clip, {MODEL}:")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ui import common, embedding_map, inference, inference_view, zoo
+from ui import common, embedding_map, inference, inference_figure, inference_view, zoo
 from ui.common import UserFacingError
 
 MODEL = "birdnet_v2_4"
@@ -254,7 +254,7 @@ def test_long_file_listen_anywhere(tmp_path, great_tits):
     assert fractions == sorted(fractions) and len({round(f, 3) for f in fractions if 0 < f < 1}) >= 5
     view = shown.files["five_minutes.flac"]
     assert view.species.iloc[0]["scientific name"] == "Parus major" and len(view.timeline_edges) == 101
-    heard = inference_view.listen(run, "five_minutes.flac", view, 240.0, 270.0, inference_view.Options())
+    heard = inference_figure.listen(run, "five_minutes.flac", view, 240.0, 270.0, inference_view.Options())
     assert sf.info(heard.audio).duration == pytest.approx(30.0, abs=0.01)
     played, _ = sf.read(heard.audio, dtype="float32")
     assert np.abs(played - audio[240 * sr:270 * sr]).max() < 1e-3  # minute 4, not the first minute
@@ -284,7 +284,7 @@ def test_clips_zip_of_detections(storm_petrels):
 def test_ultrasonic_recording_gets_time_expanded_audio(vocalpy_dir):
     run, shown = _shown([str(vocalpy_dir / "BM003.wav")], top_k=2)  # mouse vocalisation at 300 kHz
     view = shown.files["BM003.wav"]
-    heard = inference_view.listen(run, "BM003.wav", view, 0.0, 30.0, inference_view.Options())
+    heard = inference_figure.listen(run, "BM003.wav", view, 0.0, 30.0, inference_view.Options())
     assert "slowed 10x" in heard.caption
     assert sf.info(heard.audio).samplerate == 30000
     assert sf.info(heard.audio).duration == pytest.approx(0.4 * 10, rel=0.01)

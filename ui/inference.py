@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ui.common import SETTINGS, default_model, describe_error, example_recordings, model_choices, model_concurrency_id
+from ui.inference_figure import listen, view_figure
 from ui.inference_view import (
     BELOW_CHOICES,
     CONTEXT_S,
@@ -24,12 +25,10 @@ from ui.inference_view import (
     file_view,
     formatted,
     get_run,
-    listen,
     options_from_inputs,
     render,
     scrub,
     styled_species,
-    view_figure,
 )
 from ui.malloc import release_memory
 

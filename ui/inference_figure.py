@@ -1,0 +1,102 @@
+"""The inference tab's view of one file, without Gradio: the figure (spectrogram over the detections timeline,
+one time axis) and the WAV the player plays, for any part of the file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from ui.inference_view import CONTEXT_S, FileView, Options, Run
+from ui.spectrogram import picture_uri, playable_segment, read_view, spectrogram_picture
+
+# As the default, plotly_white is applied when a figure is serialised; passed to each figure, plotly validates a
+# fresh copy of it every time (about 30 ms per request).
+pio.templates.default = "plotly_white"
+#: outline colour of call boxes on the spectrogram
+BOX_COLOUR = "#ff4040"
+
+
+@dataclass
+class Listening:
+    """A part of one file: its playable WAV and the figure (spectrogram over the timeline, one time axis)."""
+
+    audio: str | None
+    caption: str
+    figure: go.Figure
+    start_s: float
+    end_s: float
+
+
+def view_figure(view: FileView | None, picture: Any = None, start_s: float = 0.0, end_s: float = 0.0,
+                nyquist_khz: float = 0.0, min_conf: float = 0.25, below: str = "fade") -> go.Figure:
+    """Spectrogram (top) and the detections timeline (bottom) sharing one time axis in seconds."""
+    if view is None:
+        fig = go.Figure()
+        fig.add_annotation(text="Analyse a recording to see its spectrogram and detections here", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper")
+        fig.update_layout(height=200, xaxis_visible=False, yaxis_visible=False)
+        return fig
+    rows = len(view.timeline_labels)
+    spec_px, row_px = 240, 28
+    height = 90 + spec_px + row_px * max(rows, 1)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03,
+                        row_heights=[spec_px, row_px * max(rows, 1)])
+    # an invisible trace gives the spectrogram's axes their ranges; the picture is drawn in data coordinates
+    fig.add_trace(go.Scatter(x=[start_s, end_s], y=[0, nyquist_khz], mode="markers", marker_opacity=0,
+                             hoverinfo="skip", showlegend=False), row=1, col=1)
+    if picture is not None:
+        fig.add_layout_image(source=picture, xref="x", yref="y", x=start_s, y=nyquist_khz, sizex=end_s - start_s,
+                             sizey=nyquist_khz, sizing="stretch", layer="below")
+    if rows:
+        scores = np.asarray(view.timeline_scores, dtype=float)
+        strong = np.where(scores >= min_conf, scores, np.nan)
+        hover = "%{y}<br>%{x:.1f} s<br>score %{z:.2f}<extra></extra>"
+        if below == "fade":
+            weak = np.where(scores < min_conf, scores, np.nan)
+            fig.add_trace(go.Heatmap(x=view.timeline_edges, y=view.timeline_labels, z=weak, zmin=0, zmax=1,
+                                     colorscale=[[0, "#f3f4f6"], [1, "#9ca3af"]], showscale=False,
+                                     hovertemplate=hover.replace("score", "below min. confidence, score")),
+                          row=2, col=1)
+        fig.add_trace(go.Heatmap(x=view.timeline_edges, y=view.timeline_labels, z=strong, zmin=0, zmax=1,
+                                 colorscale="Viridis", colorbar=dict(title="score", len=0.3, y=0, yanchor="bottom"),
+                                 hovertemplate=hover), row=2, col=1)
+        fig.update_yaxes(autorange="reversed", row=2, col=1)
+    if view.calls is not None:  # each call's time-frequency box on the spectrogram
+        shown = view.calls[(view.calls["end (s)"] >= start_s) & (view.calls["start (s)"] <= end_s)]
+        for call in shown.head(500).itertuples(index=False):
+            fig.add_shape(type="rect", x0=call[0], x1=call[1], y0=call[2], y1=call[3], line=dict(color=BOX_COLOUR,
+                          width=1.5), row=1, col=1)
+    fig.update_xaxes(range=[start_s, end_s], showgrid=False)
+    fig.update_xaxes(title_text="time in the recording (s)", row=2, col=1)
+    fig.update_yaxes(title_text="kHz", range=[0, nyquist_khz], showgrid=False, row=1, col=1)
+    fig.update_layout(
+        title=dict(text=f"{view.name} · {start_s:.1f}-{end_s:.1f} s of {view.duration_s:.1f} s", x=0.01),
+        height=height, margin=dict(l=10, r=10, t=40, b=40),
+        clickmode="event",
+    )
+    return fig
+
+
+def listen(run: Run, name: str, view: FileView, start_s: float, end_s: float, options: Options) -> Listening:
+    """Decode ``start_s``-``end_s`` of the file once, for the player and the spectrogram."""
+    info = run.infos[name]
+    start_s = max(0.0, float(start_s))
+    end_s = min(float(info.duration_s), max(float(end_s), start_s + 0.1))
+    audio, sr = read_view(run.paths[name], start_s, end_s, info)
+    wav = run.out / f"{Path(name).stem}_{start_s:07.1f}-{end_s:07.1f}s.wav"
+    path, caption = playable_segment(audio, sr, wav)
+    figure = view_figure(view, picture_uri(spectrogram_picture(audio, sr)), start_s, end_s, sr / 2000,
+                         options.min_conf, options.below)
+    caption = f"{name} · {start_s:.1f}-{end_s:.1f} s" + (f" · {caption}" if caption else "")
+    return Listening(path, caption, figure, start_s, end_s)
+
+
+def detection_window(view: FileView, at_s: float) -> tuple[float, float]:
+    """The analysis window starting at ``at_s`` with ``CONTEXT_S`` on each side."""
+    return at_s - CONTEXT_S, at_s + view.window_s + CONTEXT_S
