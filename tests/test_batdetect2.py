@@ -162,7 +162,7 @@ def test_inference_tab_lists_calls_and_exports_raven(results):
     boxes = [s for s in heard.figure.layout.shapes if s.type == "rect"]
     in_view = view.calls[(view.calls["start (s)"] <= heard.end_s) & (view.calls["end (s)"] >= heard.start_s)]
     assert len(boxes) == len(in_view) > 3 and boxes[0].y0 == in_view["low (kHz)"].iloc[0]
-    raven = next(d for d in shown.downloads if d.endswith(".selections.txt"))
+    raven = next(d for d in inference_view.write_exports(run, options) if d.endswith(".selections.txt"))
     table = pd.read_csv(raven, sep="\t")
     assert len(table) == len(view.calls)
     assert np.allclose(table["Low Freq (Hz)"] / 1000, view.calls["low (kHz)"], atol=0.06)

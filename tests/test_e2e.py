@@ -106,6 +106,7 @@ def test_inference_shows_great_tit(page, great_tits, storm_petrels):
     page.locator("#inf-status").get_by_text("Analysed 2 file(s)").wait_for(timeout=120_000)
     assert column(page, "#inf-species", 2)[0] == "Parus major" and column(page, "#inf-species", 1)[0] == "Great Tit"
     assert page.locator("#inf-summary").get_by_text("Hydrobates pelagicus", exact=False).count() >= 1
+    page.click("#inf-downloads-run")
     for name in ("predictions.csv", f"{storm_petrels[0].stem}.selections.txt", f"{storm_petrels[0].stem}.labels.txt",
                  "embeddings.npz", "settings.json"):
         page.locator(f'#inf-downloads td.filename[aria-label="{name}"]').wait_for()

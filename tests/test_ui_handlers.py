@@ -127,25 +127,26 @@ def test_analyse_real_recordings_and_a_broken_file(great_tits, storm_petrels, br
     assert shown.summary["top species"].tolist() == ["Great Tit (Parus major)",
                                                      "European Storm-Petrel (Hydrobates pelagicus)"]
 
-    names = [Path(p).name for p in shown.downloads]
+    downloads = inference_view.write_exports(run, inference_view.Options())
+    names = [Path(p).name for p in downloads]
     assert names == ["predictions.csv", f"{great_tits[0].path.stem}.selections.txt",
                      f"{great_tits[0].path.stem}.labels.txt", f"{storm_petrels[0].stem}.selections.txt",
                      f"{storm_petrels[0].stem}.labels.txt", "embeddings.npz", "settings.json"]
-    text = Path(shown.downloads[0]).read_text()
+    text = Path(downloads[0]).read_text()
     assert "# min_conf: 0.25\n" in text and "# model: birdnet_v2_4\n" in text  # the settings head every export
-    predictions = pd.read_csv(shown.downloads[0], comment="#")
+    predictions = pd.read_csv(downloads[0], comment="#")
     assert list(predictions.columns) == ["file", "start_s", "end_s", "rank", "scientific_name", "common_name", "score"]
     assert predictions["score"].min() >= 0.25  # the minimum confidence the page shows, nothing hidden
-    raven = Path(shown.downloads[3]).read_text()
+    raven = Path(downloads[3]).read_text()
     assert raven.splitlines()[0].split("\t")[:5] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)"]
     assert "Hydrobates pelagicus" in raven
-    labels = Path(shown.downloads[4]).read_text().splitlines()
+    labels = Path(downloads[4]).read_text().splitlines()
     start, end, label, score = labels[0].split("\t")  # BirdNET-Analyzer's Audacity form, as projects write it
     assert (float(start), float(end)) == (0.0, 3.0) and label == "Hydrobates pelagicus, European Storm-Petrel"
     assert float(score) > 0.99
-    npz = np.load(shown.downloads[5])
+    npz = np.load(downloads[5])
     assert npz["embeddings"].shape == (6, 1024) and npz["embeddings"].dtype == np.float32
-    settings = json.loads(Path(shown.downloads[6]).read_text())
+    settings = json.loads(Path(downloads[6]).read_text())
     assert settings["min_conf"] == 0.25 and settings["sensitivity"] == 1.0 and settings["latitude"] is None
 
 
@@ -175,7 +176,8 @@ def test_location_and_week_remove_out_of_range_species(great_tits):
     assert "Parus major" not in view.species["scientific name"].tolist()  # no great tits in New York
     assert view.removed["scientific name"].tolist()[0] == "Parus major"
     assert view.removed["occurrence here"].iloc[0] < 0.03 and view.removed["max score"].iloc[0] > 0.9
-    settings = json.loads(Path(ithaca.downloads[-1]).read_text())
+    ithaca_options = inference_view.Options(lat=42.45, lon=-76.48, date="2026-05-12")
+    settings = json.loads(Path(inference_view.write_exports(run, ithaca_options)[-1]).read_text())
     assert (settings["latitude"], settings["longitude"], settings["week"]) == (42.45, -76.48, 18)
     with pytest.raises(UserFacingError, match="latitude '42,x' is not a number"):
         inference_view.options_from_inputs(lat="42,x", lon="1")
@@ -320,7 +322,7 @@ def test_only_broken_files_reports_each(tmp_path, broken_wav):
     empty = tmp_path / "empty.flac"
     empty.write_bytes(b"")
     run, shown = _shown([str(broken_wav), str(empty)])
-    assert shown.files == {} and shown.downloads == []
+    assert shown.files == {} and inference_view.write_exports(run, inference_view.Options()) == []
     assert len(shown.errors) == 2
     assert "broken_recording.wav" in shown.errors[0] and "empty.flac" in shown.errors[1]
 

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import gradio as gr
 import numpy as np
 import pandas as pd
@@ -29,6 +31,7 @@ from ui.inference_view import (
     render,
     scrub,
     styled_species,
+    write_exports,
 )
 from ui.malloc import release_memory
 
@@ -44,8 +47,9 @@ FILTER_INPUTS_HELP = {
 }
 
 
-def _state(run: Run | None, name: str | None) -> dict:
-    return {"run": run.id if run else None, "file": name}
+def _state(run: Run | None, name: str | None, options: Options | None = None) -> dict:
+    """The session's run, file shown and the filter settings it is shown with (``/downloads`` writes those)."""
+    return {"run": run.id if run else None, "file": name, "options": asdict(options) if options else None}
 
 
 def _file_outputs(run: Run | None, view: FileView | None, options: Options) -> tuple:
@@ -73,8 +77,8 @@ def _outputs(run: Run, options: Options, name: str | None = None) -> tuple:
         shown.message, formatted(shown.summary),
         gr.update(choices=names, value=name),
         *_file_outputs(run, shown.files.get(name), options),
-        shown.downloads or None,
-        _state(run, name),
+        None,  # the downloads: written on demand (on_downloads), cleared when what is shown changes
+        _state(run, name, options),
     )
 
 
@@ -114,7 +118,7 @@ def on_pick_file(state, name, min_conf, sensitivity, lat, lon, date, location_th
     if run is None or name not in run.results:
         return (gr.skip(),) * 8
     options = options_from_inputs(filters[0], filters[1], 0.0, *filters[2:])
-    return (*_file_outputs(run, file_view(run, name, options), options), _state(run, name))
+    return (*_file_outputs(run, file_view(run, name, options), options), _state(run, name, options))
 
 
 def _listen_outputs(state, start_s: float, end_s: float, filters) -> tuple:
@@ -181,6 +185,20 @@ def on_clips(state, min_conf, sensitivity, lat, lon, date, location_threshold, s
     try:
         options = options_from_inputs(filters[0], filters[1], 0.0, *filters[2:])
         return gr.update(value=str(clips_zip(run, name, options)), visible=True), ""
+    except Exception as exc:  # noqa: BLE001
+        return gr.skip(), f"⚠️ {scrub(describe_error(exc))}"
+
+
+def on_downloads(state):
+    """Predictions CSV, Raven and Audacity tables, embeddings and settings.json for the filter settings shown."""
+    run = get_run((state or {}).get("run"))
+    if run is None or not (state or {}).get("options"):
+        return gr.skip(), "Analyse a recording first."
+    try:
+        paths = write_exports(run, Options(**state["options"]))
+        if not paths:
+            return gr.skip(), "⚠️ nothing to download: no file could be analysed"
+        return paths, ""
     except Exception as exc:  # noqa: BLE001
         return gr.skip(), f"⚠️ {scrub(describe_error(exc))}"
 
@@ -281,8 +299,12 @@ def build() -> None:
             clips_note = gr.Markdown(elem_id="inf-clips-note")
     figure = gr.Plot(label="Spectrogram and detections over time", elem_id="inf-view")
     jump = gr.Textbox(elem_id="inf-jump", elem_classes="rl-hidden", show_label=False, container=False)
-    downloads = gr.File(label="Downloads: predictions CSV, Raven selection tables, Audacity labels, embeddings "
-                              "(.npz), settings", file_count="multiple", interactive=False, elem_id="inf-downloads")
+    downloads_button = gr.Button("Prepare downloads: predictions CSV, Raven selection tables, Audacity labels, "
+                                 "embeddings (.npz), settings (for the filters shown)", size="sm",
+                                 elem_id="inf-downloads-run")
+    downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="inf-downloads",
+                        height=110)
+    downloads_note = gr.Markdown(elem_id="inf-downloads-note")
     state = gr.State({})
     filters = [min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below]
     outputs = [status, summary, pick, species, removed, removed_box, figure, audio, position, calls, downloads, state]
@@ -297,7 +319,7 @@ def build() -> None:
     gr.on([min_conf.change, sensitivity.change, below.change, lat.submit, lon.submit, lat.blur, lon.blur,
            date.submit, date.blur, location_threshold.change, species_list.change, language.change],
           on_refilter, [state, *filters], outputs, api_visibility="private", show_progress="hidden",
-          trigger_mode="always_last")
+          trigger_mode="always_last", concurrency_id="inference-redraw")
     pick.input(on_pick_file, [state, pick, *filters],
                [species, removed, removed_box, figure, audio, position, calls, state], api_visibility="private",
                show_progress="hidden")
@@ -310,3 +332,6 @@ def build() -> None:
                    show_progress="hidden", trigger_mode="always_last")
     clips_button.click(on_clips, [state, *filters], [clips, clips_note], api_visibility="private")
     figure.change(None, js=TIMELINE_CLICK_JS)
+    # one queue with the re-draw: a click right after a filter change writes the new settings' files
+    downloads_button.click(on_downloads, [state], [downloads, downloads_note], api_name="downloads",
+                           concurrency_id="inference-redraw")

@@ -153,6 +153,11 @@ class Run:
     #: uploads renamed because an earlier one had the same name
     renamed: list[str] = field(default_factory=list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: the overlap of this run's windows (the re-drawing handlers know only the filters)
+    overlap_s: float = 0.0
+
+    def export_settings(self, options: Options) -> dict[str, Any]:
+        return {**options.export_settings(self.model, self.top_k, self.hop_s), "overlap_s": self.overlap_s}
 
 
 _RUNS: OrderedDict[str, Run] = OrderedDict()
@@ -238,7 +243,7 @@ def analyse(
         raise UserFacingError(f"overlap must be at least 0 s and below the model's {window_s:g}-s window, "
                               f"got {options.overlap_s:g}")
     hop_s = window_s - options.overlap_s if options.overlap_s else None
-    run = Run(model=model_name, top_k=top_k, hop_s=hop_s, out=new_output_dir("inference"))
+    run = Run(model=model_name, top_k=top_k, hop_s=hop_s, out=new_output_dir("inference"), overlap_s=options.overlap_s)
     limits = analysis_limits()
     # two uploads with one name (song.wav twice) become song.wav and song (2).wav in every output
     names = unique_names([display_name(p) for p in paths])
@@ -396,12 +401,16 @@ def summary_table(run: Run, options: Options, flt: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def write_exports(run: Run, options: Options, flt: Any) -> list[str]:
-    """Predictions CSV (settings in its header), Raven and Audacity tables per file, embeddings, settings.json."""
+def write_exports(run: Run, options: Options, flt: Any = None) -> list[str]:
+    """Predictions CSV (settings in its header), Raven and Audacity tables per file, embeddings, settings.json.
+
+    Written when asked for (the tab's "Prepare downloads", the ``/downloads`` endpoint), not with every run:
+    Gradio copies and hashes each output file, which cost a tenth of a second per request."""
     from rl_core.atomic import atomic_write
     from rl_core.exports import audacity_labels, predictions_csv, raven_selection_table, save_embeddings_npz
 
-    settings = options.export_settings(run.model, run.top_k, run.hop_s)
+    flt = flt or options.detection_filter()
+    settings = run.export_settings(options)
     results = list(run.results.values())
     views = [flt.view(r) for r in results if r.has_scores]
     downloads: list[str] = []
@@ -453,23 +462,21 @@ def clips_zip(run: Run, name: str, options: Options, species: list[str] | None =
     clips = [Clip(run.paths[name], name, display_label(r.scientific_name, r.common_name).replace(" (", "_"),
                   r.start_s, r.end_s) for r in table.itertuples(index=False)]
     return write_clips_zip(clips, run.out / f"{Path(name).stem}_clips.zip", CONTEXT_S,
-                           settings=options.export_settings(run.model, run.top_k, run.hop_s))
+                           settings=run.export_settings(options))
 
 
 @dataclass
 class Shown:
-    """What one run looks like under one set of options: per-file views, the summary, downloads, the message."""
+    """What one run looks like under one set of options: per-file views, the summary, the message."""
 
     files: dict[str, FileView]
     summary: pd.DataFrame
-    downloads: list[str]
     message: str
     errors: list[str]
 
 
 def render(run: Run, options: Options) -> Shown:
-    """The tab's content for ``run`` under ``options`` (no model pass); the downloads are rewritten to match."""
+    """The tab's content for ``run`` under ``options`` (no model pass; downloads: ``write_exports``)."""
     flt = options.detection_filter()
     files = {n: file_view(run, n, options, flt) for n in run.results}
-    return Shown(files, summary_table(run, options, flt), write_exports(run, options, flt), status_message(run),
-                 list(run.errors))
+    return Shown(files, summary_table(run, options, flt), status_message(run), list(run.errors))
