@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pandas as pd
+from gradio.data_classes import FileData
 
 from ui.common import SETTINGS, default_model, describe_error, example_recordings, model_choices, model_concurrency_id
 from ui.inference_figure import listen, view_figure
@@ -37,6 +39,18 @@ from ui.malloc import release_memory
 
 
 # --------------------------------------------------------------------------- Gradio adapters
+class Player(gr.Audio):
+    """gr.Audio for the WAVs ``ui.inference_figure.listen`` writes (16-bit PCM at 48 kHz or less: browsers play
+    them). gr.Audio runs ffprobe on every file it shows to check that, 0.1 s of each request."""
+
+    is_template = True  # the page draws it as a gr.Audio
+
+    def postprocess(self, value):
+        if isinstance(value, str) and value.endswith(".wav") and Path(value).is_file():
+            return FileData(path=value, orig_name=Path(value).name)
+        return super().postprocess(value)
+
+
 FILTER_INPUTS_HELP = {
     "min_conf": "Detections scoring less are faded or hidden and left out of the downloads. BirdNET-Analyzer's "
                 "default is 0.25; raise it (0.5-0.7) when you want few false alarms.",
@@ -290,7 +304,7 @@ def build() -> None:
             # BatDetect2 (another helper): one row per call with its time/frequency box
             calls = gr.Dataframe(interactive=False, label="Calls", elem_id="inf-calls", visible=False, wrap=True)
         with gr.Column(scale=2):
-            audio = gr.Audio(type="filepath", label="Listen", interactive=False, elem_id="inf-audio")
+            audio = Player(type="filepath", label="Listen", interactive=False, elem_id="inf-audio")
             position = gr.Slider(0, 1, value=0, step=1, label="Position in the file (s)", elem_id="inf-position",
                                  info=f"Moves the player and spectrogram ({VIEW_SECONDS:g} s from here).")
             clips_button = gr.Button("Download clips of this file's detections (zip of WAVs)", size="sm",
