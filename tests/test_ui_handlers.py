@@ -588,6 +588,7 @@ def test_output_folders_are_bounded_in_size_oldest_first(tmp_path, monkeypatch):
     """Issue 16 #2: output folders could fill the disk in well under their 6-hour lifetime."""
     root = tmp_path / "outputs"
     monkeypatch.setattr(common, "_OUTPUT_ROOT", root)
+    monkeypatch.setattr(common, "_CLEAN_EVERY_S", 0.0)
     common.configure(max_output_mb=2.5)
     folders = []
     for age_min in (50, 40, 30, 20, 1):
@@ -601,3 +602,12 @@ def test_output_folders_are_bounded_in_size_oldest_first(tmp_path, monkeypatch):
         common.configure(max_output_mb=5000.0)
     # 5 MB over a 2.5-MB bound: the three oldest go; the 1-minute-old folder may still be being served and stays
     assert sorted(p for p in root.iterdir()) == sorted([folders[3], folders[4], newest])
+    # sizes are remembered by folder mtime: a file added later (as the on-demand downloads are) is counted
+    (folders[3] / "predictions.csv").write_bytes(b"\0" * 2_000_000)
+    os.utime(folders[3], (time.time() - 60 * 19,) * 2)
+    try:
+        common.configure(max_output_mb=2.5)
+        common.new_output_dir("map")
+    finally:
+        common.configure(max_output_mb=5000.0)
+    assert folders[3] not in list(root.iterdir()) and folders[4] in list(root.iterdir())
