@@ -268,7 +268,8 @@ def test_long_file_listen_anywhere(tmp_path, great_tits):
 
 def test_clips_zip_of_detections(storm_petrels):
     run, shown = _shown([str(storm_petrels[0])])
-    path = inference_view.clips_zip(run, storm_petrels[0].name, inference_view.Options(min_conf=0.3))
+    options = inference_view.Options(min_conf=0.3)
+    path = inference_figure.clips_zip(run, storm_petrels[0].name, options)
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         assert "settings.txt" in names and "# min_conf: 0.3" in archive.read("settings.txt").decode()
@@ -280,7 +281,38 @@ def test_clips_zip_of_detections(storm_petrels):
             info = sf.info(handle)
         assert info.duration == pytest.approx(3.0 + 2 * inference_view.CONTEXT_S, abs=0.01)
     with pytest.raises(UserFacingError, match="lower the minimum confidence"):
-        inference_view.clips_zip(run, storm_petrels[0].name, inference_view.Options(), species=["Parus major"])
+        # no storm-petrels in New York in May, and the black rail scores under 0.5
+        inference_figure.clips_zip(run, storm_petrels[0].name,
+                                   inference_view.Options(min_conf=0.5, lat=42.45, lon=-76.48, date="2026-05-12"))
+
+
+def test_clips_of_the_ticked_detections_only(storm_petrels):
+    """Issue 12 #2: the user ticks the detections whose clips they want (all are ticked at first)."""
+    run, shown = _shown([str(storm_petrels[0])])
+    name, options = storm_petrels[0].name, inference_view.Options(min_conf=0.3)
+    choices = inference_figure.clip_choices(run, name, options)
+    assert list(choices.columns) == ["export", "species", "start (s)", "score"] and choices["export"].all()
+    assert len(choices) == 6 and choices["score"].is_monotonic_decreasing
+    rail = choices["species"].str.contains("Laterallus jamaicensis")
+    assert rail.sum() == 1
+    # untick the rail and two petrel windows, as the page sends the table back (booleans as text)
+    chosen = choices.astype({"export": object})
+    chosen.loc[rail, "export"] = False
+    chosen.loc[chosen.index[~rail][:2], "export"] = "false"
+    kept = chosen[chosen["export"].astype(str) == "True"]
+    update, note = inference.on_clips({"run": run.id, "file": name}, chosen, 0.3, 1.0, "", "", "", 0.03, None, "en",
+                                      "fade")
+    assert note == "" and len(kept) == 3
+    with zipfile.ZipFile(update["value"]) as archive:
+        wavs = sorted(n for n in archive.namelist() if n.endswith(".wav"))
+    expected = sorted(f"{species.replace(' (', '_').replace(' ', '_').rstrip(')')}_{storm_petrels[0].stem}_"
+                      f"{start:06.1f}s.wav" for species, start in zip(kept["species"], kept["start (s)"]))
+    assert wavs == expected and not any("Laterallus" in w for w in wavs)
+    # nothing ticked: a one-line message, no zip
+    chosen["export"] = False
+    update, note = inference.on_clips({"run": run.id, "file": name}, chosen, 0.3, 1.0, "", "", "", 0.03, None, "en",
+                                      "fade")
+    assert note == "⚠️ tick at least one detection in the clips table to export its clip"
 
 
 def test_ultrasonic_recording_gets_time_expanded_audio(vocalpy_dir):

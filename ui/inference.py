@@ -13,7 +13,7 @@ import pandas as pd
 from gradio.data_classes import FileData
 
 from ui.common import SETTINGS, default_model, describe_error, example_recordings, model_choices, model_concurrency_id
-from ui.inference_figure import listen, view_figure
+from ui.inference_figure import CLIP_COLUMNS, clip_choices, clips_zip, listen, view_figure
 from ui.inference_view import (
     BELOW_CHOICES,
     CONTEXT_S,
@@ -25,7 +25,6 @@ from ui.inference_view import (
     Options,
     Run,
     analyse,
-    clips_zip,
     file_view,
     formatted,
     get_run,
@@ -93,10 +92,11 @@ def _outputs(run: Run, options: Options, name: str | None = None) -> tuple:
         *_file_outputs(run, shown.files.get(name), options),
         None,  # the downloads: written on demand (on_downloads), cleared when what is shown changes
         _state(run, name, options),
+        clip_choices(run, name, options),
     )
 
 
-N_OUTPUTS = 12
+N_OUTPUTS = 13
 
 
 def on_run(files, example, model_name, top_k, min_conf=0.25, sensitivity=1.0, overlap_s=0.0, lat=None,
@@ -130,9 +130,10 @@ def on_pick_file(state, name, min_conf, sensitivity, lat, lon, date, location_th
     filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     run = get_run((state or {}).get("run"))
     if run is None or name not in run.results:
-        return (gr.skip(),) * 8
+        return (gr.skip(),) * 9
     options = options_from_inputs(filters[0], filters[1], 0.0, *filters[2:])
-    return (*_file_outputs(run, file_view(run, name, options), options), _state(run, name, options))
+    return (*_file_outputs(run, file_view(run, name, options), options), _state(run, name, options),
+            clip_choices(run, name, options))
 
 
 def _listen_outputs(state, start_s: float, end_s: float, filters) -> tuple:
@@ -190,7 +191,9 @@ def on_position(state, position,
     return _listen_outputs(state, float(position or 0), float(position or 0) + VIEW_SECONDS, filters)[:2]
 
 
-def on_clips(state, min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below):
+def on_clips(state, chosen, min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language,
+             below):
+    """The clips of the detections ticked in the clips table (``chosen``), as a zip of WAVs."""
     filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     run = get_run((state or {}).get("run"))
     name = (state or {}).get("file")
@@ -198,7 +201,7 @@ def on_clips(state, min_conf, sensitivity, lat, lon, date, location_threshold, s
         return gr.skip(), "Analyse a recording first."
     try:
         options = options_from_inputs(filters[0], filters[1], 0.0, *filters[2:])
-        return gr.update(value=str(clips_zip(run, name, options)), visible=True), ""
+        return gr.update(value=str(clips_zip(run, name, options, chosen)), visible=True), ""
     except Exception as exc:  # noqa: BLE001
         return gr.skip(), f"⚠️ {scrub(describe_error(exc))}"
 
@@ -307,7 +310,11 @@ def build() -> None:
             audio = Player(type="filepath", label="Listen", interactive=False, elem_id="inf-audio")
             position = gr.Slider(0, 1, value=0, step=1, label="Position in the file (s)", elem_id="inf-position",
                                  info=f"Moves the player and spectrogram ({VIEW_SECONDS:g} s from here).")
-            clips_button = gr.Button("Download clips of this file's detections (zip of WAVs)", size="sm",
+            with gr.Accordion("Clips: choose the detections to export", open=False, elem_id="inf-clip-box"):
+                clip_rows = gr.Dataframe(headers=CLIP_COLUMNS, datatype=["bool", "str", "number", "number"],
+                                         interactive=True, static_columns=[1, 2, 3], elem_id="inf-clip-rows",
+                                         show_label=False, max_height=300)
+            clips_button = gr.Button("Download clips of the ticked detections (zip of WAVs)", size="sm",
                                      elem_id="inf-clips-run")
             clips = gr.File(label="Clips", interactive=False, elem_id="inf-clips", visible=False)
             clips_note = gr.Markdown(elem_id="inf-clips-note")
@@ -321,7 +328,8 @@ def build() -> None:
     downloads_note = gr.Markdown(elem_id="inf-downloads-note")
     state = gr.State({})
     filters = [min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below]
-    outputs = [status, summary, pick, species, removed, removed_box, figure, audio, position, calls, downloads, state]
+    outputs = [status, summary, pick, species, removed, removed_box, figure, audio, position, calls, downloads, state,
+               clip_rows]
     clear.add([files, status, summary, pick, species, removed, figure, audio, downloads])
     run.click(
         on_run, [files, example, model, top_k, min_conf, sensitivity, overlap, lat, lon, date, location_threshold,
@@ -335,8 +343,8 @@ def build() -> None:
           on_refilter, [state, *filters], outputs, api_visibility="private", show_progress="hidden",
           trigger_mode="always_last", concurrency_id="inference-redraw")
     pick.input(on_pick_file, [state, pick, *filters],
-               [species, removed, removed_box, figure, audio, position, calls, state], api_visibility="private",
-               show_progress="hidden")
+               [species, removed, removed_box, figure, audio, position, calls, state, clip_rows],
+               api_visibility="private", show_progress="hidden")
     species.select(on_species_select, [state, species, *filters], [figure, audio, position],
                    api_visibility="private", show_progress="hidden")
     jump.change(on_timeline_click, [state, jump, *filters], [figure, audio, position], api_visibility="private",
@@ -344,7 +352,7 @@ def build() -> None:
     # input: the user's drag or typed number (not the value set by a click on a detection)
     position.input(on_position, [state, position, *filters], [figure, audio], api_visibility="private",
                    show_progress="hidden", trigger_mode="always_last")
-    clips_button.click(on_clips, [state, *filters], [clips, clips_note], api_visibility="private")
+    clips_button.click(on_clips, [state, clip_rows, *filters], [clips, clips_note], api_visibility="private")
     figure.change(None, js=TIMELINE_CLICK_JS)
     # one queue with the re-draw: a click right after a filter change writes the new settings' files
     downloads_button.click(on_downloads, [state], [downloads, downloads_note], api_name="downloads",

@@ -1,5 +1,5 @@
-"""The inference tab's view of one file, without Gradio: the figure (spectrogram over the detections timeline,
-one time axis) and the WAV the player plays, for any part of the file."""
+"""The inference tab's listening side, without Gradio: the figure (spectrogram over the detections timeline, one
+time axis) and the WAV the player plays, for any part of a file, and the clips of chosen detections."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from ui.common import UserFacingError
 from ui.inference_view import CONTEXT_S, FileView, Options, Run
 from ui.spectrogram import picture_uri, playable_segment, read_view, spectrogram_picture
 
@@ -20,6 +22,8 @@ from ui.spectrogram import picture_uri, playable_segment, read_view, spectrogram
 pio.templates.default = "plotly_white"
 #: outline colour of call boxes on the spectrogram
 BOX_COLOUR = "#ff4040"
+#: most clips in one zip
+MAX_CLIPS = 200
 
 
 @dataclass
@@ -97,6 +101,45 @@ def listen(run: Run, name: str, view: FileView, start_s: float, end_s: float, op
     return Listening(path, caption, figure, start_s, end_s)
 
 
-def detection_window(view: FileView, at_s: float) -> tuple[float, float]:
-    """The analysis window starting at ``at_s`` with ``CONTEXT_S`` on each side."""
-    return at_s - CONTEXT_S, at_s + view.window_s + CONTEXT_S
+#: the clips table: a checkbox per detection (what the user ticks) and what identifies it
+CLIP_COLUMNS = ["export", "species", "start (s)", "score"]
+
+
+def _detections(run: Run, name: str, options: Options) -> pd.DataFrame:
+    """The windows of ``name`` scoring at least min_conf (the current filters), best first, at most MAX_CLIPS."""
+    from rl_core.detection_filters import display_label
+
+    table = options.detection_filter().view(run.results[name]).top_k_table(run.top_k, options.min_conf)
+    table = table.sort_values("score", ascending=False).head(MAX_CLIPS).reset_index(drop=True)
+    table["label"] = [display_label(r.scientific_name, r.common_name) for r in table.itertuples(index=False)]
+    return table
+
+
+def clip_choices(run: Run | None, name: str | None, options: Options) -> pd.DataFrame:
+    """The detections the clips export offers, best first, all ticked."""
+    if run is None or name not in run.results or not run.results[name].has_scores:
+        return pd.DataFrame(columns=CLIP_COLUMNS)
+    table = _detections(run, name, options)
+    return pd.DataFrame({"export": True, "species": table["label"], "start (s)": table["start_s"].round(2),
+                         "score": table["score"].round(3)}, columns=CLIP_COLUMNS)
+
+
+def clips_zip(run: Run, name: str, options: Options, chosen: pd.DataFrame | None = None) -> Path:
+    """The detections of ``name`` ticked in ``chosen`` (rows of ``clip_choices``; None: all of them) as a zip of
+    short WAVs named by species, file and time."""
+    from rl_core.exports import Clip, write_clips_zip
+
+    table = _detections(run, name, options)
+    if table.empty:
+        raise UserFacingError(f"{name}: no detection scores at least {options.min_conf:g}: lower the minimum "
+                              "confidence to export clips")
+    if chosen is not None:
+        ticked = chosen[chosen["export"].astype(str).str.lower() == "true"]  # the page may send "true"
+        keys = set(zip(ticked["species"].astype(str), ticked["start (s)"].astype(float).round(2)))
+        table = table[[(r.label, round(float(r.start_s), 2)) in keys for r in table.itertuples(index=False)]]
+        if table.empty:
+            raise UserFacingError("tick at least one detection in the clips table to export its clip")
+    clips = [Clip(run.paths[name], name, r.label.replace(" (", "_"), r.start_s, r.end_s)
+             for r in table.itertuples(index=False)]
+    return write_clips_zip(clips, run.out / f"{Path(name).stem}_clips.zip", CONTEXT_S,
+                           settings=run.export_settings(options))

@@ -1,5 +1,5 @@
-"""What the inference tab shows, without Gradio: the run kept on the server, filters, tables, clips and
-downloads (the view figure and the player are in ``ui.inference_figure``).
+"""What the inference tab shows, without Gradio: the run kept on the server, filters, tables and downloads (the
+view figure, the player and the clips are in ``ui.inference_figure``).
 
 ``analyse`` runs the model once per request and keeps the results on the server (``_RUNS``); ``render`` turns
 them into what the tab shows for the current filter settings (``Options``), so changing the minimum confidence,
@@ -49,8 +49,6 @@ KEPT_SCORES = 50
 CONTEXT_S = 1.0
 #: what the player and spectrogram show when no detection is clicked
 VIEW_SECONDS = 30.0
-#: most clips in one zip
-MAX_CLIPS = 200
 #: faded rows and timeline cells go down to this score; lower ones are noise and never shown
 DISPLAY_FLOOR = 0.01
 SUMMARY_COLUMNS = ["file", "duration (s)", "windows", "top species", "best score", "detections"]
@@ -443,26 +441,6 @@ def status_message(run: Run) -> str:
         return done
     problems = "\n".join(f"- ⚠️ {e}" for e in run.errors)
     return f"{done}\n\n**{len(run.errors)} file(s) could not be analysed:**\n{problems}"
-
-
-def clips_zip(run: Run, name: str, options: Options, species: list[str] | None = None) -> Path:
-    """The windows of ``name`` scoring at least min_conf (of ``species`` if given) as a zip of short WAVs."""
-    from rl_core.detection_filters import display_label
-    from rl_core.exports import Clip, write_clips_zip
-
-    flt = options.detection_filter()
-    view = flt.view(run.results[name])
-    table = view.top_k_table(run.top_k, options.min_conf)
-    if species:
-        table = table[table["scientific_name"].isin(species)]
-    if table.empty:
-        raise UserFacingError(f"{name}: no detection scores at least {options.min_conf:g}: lower the minimum "
-                              "confidence to export clips")
-    table = table.sort_values("score", ascending=False).head(MAX_CLIPS)
-    clips = [Clip(run.paths[name], name, display_label(r.scientific_name, r.common_name).replace(" (", "_"),
-                  r.start_s, r.end_s) for r in table.itertuples(index=False)]
-    return write_clips_zip(clips, run.out / f"{Path(name).stem}_clips.zip", CONTEXT_S,
-                           settings=run.export_settings(options))
 
 
 @dataclass
