@@ -291,25 +291,25 @@ def test_clips_of_the_ticked_detections_only(storm_petrels):
     run, shown = _shown([str(storm_petrels[0])])
     name, options = storm_petrels[0].name, inference_view.Options(min_conf=0.3)
     choices = inference_figure.clip_choices(run, name, options)
-    assert list(choices.columns) == ["export", "species", "start (s)", "score"] and choices["export"].all()
+    assert list(choices.columns) == ["clip", "species", "at (s)", "score"] and choices["clip"].all()
     assert len(choices) == 6 and choices["score"].is_monotonic_decreasing
     rail = choices["species"].str.contains("Laterallus jamaicensis")
     assert rail.sum() == 1
     # untick the rail and two petrel windows, as the page sends the table back (booleans as text)
-    chosen = choices.astype({"export": object})
-    chosen.loc[rail, "export"] = False
-    chosen.loc[chosen.index[~rail][:2], "export"] = "false"
-    kept = chosen[chosen["export"].astype(str) == "True"]
+    chosen = choices.astype({"clip": object})
+    chosen.loc[rail, "clip"] = False
+    chosen.loc[chosen.index[~rail][:2], "clip"] = "false"
+    kept = chosen[chosen["clip"].astype(str) == "True"]
     update, note = inference.on_clips({"run": run.id, "file": name}, chosen, 0.3, 1.0, "", "", "", 0.03, None, "en",
                                       "fade")
     assert note == "" and len(kept) == 3
     with zipfile.ZipFile(update["value"]) as archive:
         wavs = sorted(n for n in archive.namelist() if n.endswith(".wav"))
     expected = sorted(f"{species.replace(' (', '_').replace(' ', '_').rstrip(')')}_{storm_petrels[0].stem}_"
-                      f"{start:06.1f}s.wav" for species, start in zip(kept["species"], kept["start (s)"]))
+                      f"{start:06.1f}s.wav" for species, start in zip(kept["species"], kept["at (s)"]))
     assert wavs == expected and not any("Laterallus" in w for w in wavs)
     # nothing ticked: a one-line message, no zip
-    chosen["export"] = False
+    chosen["clip"] = False
     update, note = inference.on_clips({"run": run.id, "file": name}, chosen, 0.3, 1.0, "", "", "", 0.03, None, "en",
                                       "fade")
     assert note == "⚠️ tick at least one detection in the clips table to export its clip"

@@ -313,7 +313,8 @@ def build() -> None:
             with gr.Accordion("Clips: choose the detections to export", open=False, elem_id="inf-clip-box"):
                 clip_rows = gr.Dataframe(headers=CLIP_COLUMNS, datatype=["bool", "str", "number", "number"],
                                          interactive=True, static_columns=[1, 2, 3], elem_id="inf-clip-rows",
-                                         show_label=False, max_height=300)
+                                         show_label=False, max_height=300, wrap=True,
+                                         column_widths=["19%", "47%", "16%", "18%"])
             clips_button = gr.Button("Download clips of the ticked detections (zip of WAVs)", size="sm",
                                      elem_id="inf-clips-run")
             clips = gr.File(label="Clips", interactive=False, elem_id="inf-clips", visible=False)
@@ -323,8 +324,7 @@ def build() -> None:
     downloads_button = gr.Button("Prepare downloads: predictions CSV, Raven selection tables, Audacity labels, "
                                  "embeddings (.npz), settings (for the filters shown)", size="sm",
                                  elem_id="inf-downloads-run")
-    downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="inf-downloads",
-                        height=110)
+    downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="inf-downloads")
     downloads_note = gr.Markdown(elem_id="inf-downloads-note")
     state = gr.State({})
     filters = [min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below]

@@ -102,7 +102,7 @@ def listen(run: Run, name: str, view: FileView, start_s: float, end_s: float, op
 
 
 #: the clips table: a checkbox per detection (what the user ticks) and what identifies it
-CLIP_COLUMNS = ["export", "species", "start (s)", "score"]
+CLIP_COLUMNS = ["clip", "species", "at (s)", "score"]
 
 
 def _detections(run: Run, name: str, options: Options) -> pd.DataFrame:
@@ -120,7 +120,7 @@ def clip_choices(run: Run | None, name: str | None, options: Options) -> pd.Data
     if run is None or name not in run.results or not run.results[name].has_scores:
         return pd.DataFrame(columns=CLIP_COLUMNS)
     table = _detections(run, name, options)
-    return pd.DataFrame({"export": True, "species": table["label"], "start (s)": table["start_s"].round(2),
+    return pd.DataFrame({"clip": True, "species": table["label"], "at (s)": table["start_s"].round(2),
                          "score": table["score"].round(3)}, columns=CLIP_COLUMNS)
 
 
@@ -134,8 +134,8 @@ def clips_zip(run: Run, name: str, options: Options, chosen: pd.DataFrame | None
         raise UserFacingError(f"{name}: no detection scores at least {options.min_conf:g}: lower the minimum "
                               "confidence to export clips")
     if chosen is not None:
-        ticked = chosen[chosen["export"].astype(str).str.lower() == "true"]  # the page may send "true"
-        keys = set(zip(ticked["species"].astype(str), ticked["start (s)"].astype(float).round(2)))
+        ticked = chosen[chosen["clip"].astype(str).str.lower() == "true"]  # the page may send "true"
+        keys = set(zip(ticked["species"].astype(str), ticked["at (s)"].astype(float).round(2)))
         table = table[[(r.label, round(float(r.start_s), 2)) in keys for r in table.itertuples(index=False)]]
         if table.empty:
             raise UserFacingError("tick at least one detection in the clips table to export its clip")
