@@ -167,7 +167,7 @@ _folders_in_use: set[Path] = set()
 #: rename or created anew, which changes the folder's mtime and so measures it again.
 _folder_sizes: dict[Path, tuple[int, int]] = {}
 #: the clean-up runs at most this often (it stats every folder: 50 ms with 2,000 of them, on a loaded machine)
-_CLEAN_EVERY_S = 2.0
+_CLEAN_EVERY_S = 10.0
 _last_clean = 0.0
 
 
