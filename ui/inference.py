@@ -330,7 +330,7 @@ def build() -> None:
     filters = [min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below]
     outputs = [status, summary, pick, species, removed, removed_box, figure, audio, position, calls, downloads, state,
                clip_rows]
-    clear.add([files, status, summary, pick, species, removed, figure, audio, downloads])
+    clear.add([files, status, summary, pick, species, removed, figure, audio, downloads, clip_rows])
     run.click(
         on_run, [files, example, model, top_k, min_conf, sensitivity, overlap, lat, lon, date, location_threshold,
                  species_list, language, below],
