@@ -71,10 +71,9 @@ def _load_classifier(args: argparse.Namespace):
     """The --classifier of predict (None without one), checked against the model."""
     if not getattr(args, "classifier", None):
         return None
-    from rl_core.custom_classifier import CustomClassifier
+    from rl_core.custom_classifier import load_for_backbone
 
-    classifier = CustomClassifier.load(args.classifier)
-    classifier.check_backbone(args.model, dim=None)
+    classifier = load_for_backbone(args.classifier, args.model)
     args.loaded_classifier = classifier
     return classifier
 

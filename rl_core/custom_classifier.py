@@ -303,23 +303,36 @@ def suggest_next(scores: np.ndarray, labelled: np.ndarray, n: int = 10) -> dict[
     return {"top": top, "uncertain": uncertain}
 
 
-def classifier_table(classifier: CustomClassifier, result, min_score: float = 0.0, source: str = "") -> pd.DataFrame:
-    """Rows of a recording's windows scored by the classifier, with the prediction CSV's columns (``rank`` is the
-    class's rank within the classifier; ``common_name`` says it is a custom class)."""
-    from rl_core.inference import PREDICTION_COLUMNS
+def load_for_backbone(path: str | Path, backbone: str, layer: str = "last_layer") -> CustomClassifier:
+    """A saved classifier (either file's path, or their stem), refused at once when it was trained on embeddings of
+    another model or layer than ``backbone``'s (before that model is loaded or any audio decoded)."""
+    classifier = CustomClassifier.load(path)
+    classifier.check_backbone(backbone, layer, dim=None)
+    return classifier
+
+
+def classifier_label(source: str = "") -> str:
+    """How the classifier's rows are marked (the ``common_name`` of its classes in tables and exports)."""
+    return f"your classifier: {source}" if source else "your classifier"
+
+
+def classifier_result(classifier: CustomClassifier, result, source: str = ""):
+    """A recording's windows scored by the classifier, as a ``RecordingResult`` of its classes (their common name
+    is :func:`classifier_label`), so tables, timelines and exports treat it as a model's result."""
+    from dataclasses import replace
 
     if result.embeddings is None:
         raise ConfigError(f"{result.name}: no embeddings were computed, so the classifier cannot score it")
-    scores = classifier.scores(result.embeddings)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    tag = f"custom classifier {source}".strip()
-    rows = []
-    for w in range(result.num_windows):
-        for rank, c in enumerate(order[w], start=1):
-            if scores[w, c] >= min_score:
-                rows.append((result.name, round(float(result.starts[w]), 3), round(float(result.ends[w]), 3),
-                             rank, classifier.classes[c], tag, float(scores[w, c])))
-    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    classes = classifier.classes
+    return replace(result, scores=classifier.scores(result.embeddings), embeddings=None, labels=classes,
+                   common_names=[classifier_label(source)] * len(classes), class_mask=None, top_indices=None,
+                   top_scores=None, calls=None, call_features=None, model=classifier.card.backbone)
+
+
+def classifier_table(classifier: CustomClassifier, result, min_score: float = 0.0, source: str = "") -> pd.DataFrame:
+    """Rows of a recording's windows scored by the classifier, with the prediction CSV's columns (``rank`` is the
+    class's rank within the classifier; ``common_name`` says it is your classifier, :func:`classifier_label`)."""
+    return classifier_result(classifier, result, source).top_k_table(len(classifier.classes), min_score)
 
 
 def describe(classifier: CustomClassifier) -> dict[str, Any]:

@@ -44,24 +44,49 @@ def predictions_csv(results: Iterable[RecordingResult], k: int = 5, min_score: f
     return settings_comment(settings) + spreadsheet_safe(frame).to_csv(index=False)
 
 
+#: BirdNET-Analyzer's selection-table columns (Raven Pro reads the first seven; the rest are annotations)
+RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
+                 "Common Name", "Species Code", "Scientific Name", "Confidence", "Begin Path", "Begin File",
+                 "File Offset (s)")
+RAVEN_HEADER = "\t".join(RAVEN_COLUMNS) + "\n"
+_EBIRD_CODES: dict[str, str] | None = None
+
+
+def species_code(scientific: str) -> str:
+    """The eBird code BirdNET-Analyzer writes (from its wheel's taxonomy file), else the scientific name."""
+    global _EBIRD_CODES
+    if _EBIRD_CODES is None:
+        import json
+
+        from rl_core.datasets_bundled import package_dir
+
+        root = package_dir("birdnet_analyzer")
+        path = root / "eBird_taxonomy_codes_2024E.json" if root else None
+        table = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
+        _EBIRD_CODES = {key.split("_", 1)[0]: code for key, code in table.items()}
+    return _EBIRD_CODES.get(scientific, scientific)
+
+
+def raven_lines(detections: pd.DataFrame, start_id: int = 1, offset_s: float = 0.0) -> list[str]:
+    """Selection-table lines (no header) from rows with ``start_s, end_s, low_hz, high_hz, scientific_name,
+    common_name, score, path`` (Begin Path; Begin File is its name). Begin/End Time are shifted by ``offset_s`` (a
+    combined table of several files); File Offset (s) stays the time within the file."""
+    return [f"{i}\tSpectrogram 1\t1\t{r.start_s + offset_s:.4f}\t{r.end_s + offset_s:.4f}\t{r.low_hz:.0f}\t"
+            f"{r.high_hz:.0f}\t{r.common_name}\t{species_code(r.scientific_name)}\t{r.scientific_name}\t"
+            f"{r.score:.4f}\t{r.path}\t{Path(str(r.path)).name}\t{r.start_s:.4f}\n"
+            for i, r in enumerate(detections.itertuples(index=False), start=start_id)]
+
+
 def raven_selection_table(result: RecordingResult, k: int = 1, min_score: float = 0.1) -> str:
-    """A Raven Pro selection table (tab-separated .txt): one selection per window and class above ``min_score``;
-    for call detectors one per call with detection probability >= ``min_score``, with its own frequency box."""
-    out = io.StringIO()
-    out.write("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\t"
-              "Species Code\tCommon Name\tConfidence\tBegin File\n")
+    """A Raven Pro selection table (tab-separated .txt) of one recording: one selection per window and class above
+    ``min_score`` over the full band; for call detectors one per call with detection probability >= ``min_score``,
+    with its own frequency box. Files are named as uploaded (``result.name``)."""
     if result.calls is not None:
-        for i, call in enumerate(result.calls_table(min_score).itertuples(index=False), start=1):
-            out.write(f"{i}\tSpectrogram 1\t1\t{call.start_s:.4f}\t{call.end_s:.4f}\t{call.low_freq_hz:.0f}\t"
-                      f"{call.high_freq_hz:.0f}\t{call.scientific_name}\t{call.common_name}\t"
-                      f"{call.detection_prob:.4f}\t{result.name}\n")
-        return out.getvalue()
-    table = result.top_k_table(k, min_score)
-    high = result.sample_rate / 2
-    for i, row in enumerate(table.itertuples(index=False), start=1):
-        out.write(f"{i}\tSpectrogram 1\t1\t{row.start_s:.3f}\t{row.end_s:.3f}\t0\t{high:.0f}\t"
-                  f"{row.scientific_name}\t{row.common_name}\t{row.score:.4f}\t{row.file}\n")
-    return out.getvalue()
+        calls = result.calls_table(min_score)
+        rows = calls.assign(low_hz=calls["low_freq_hz"], high_hz=calls["high_freq_hz"], score=calls["detection_prob"])
+    else:
+        rows = result.top_k_table(k, min_score).assign(low_hz=0.0, high_hz=result.sample_rate / 2)
+    return RAVEN_HEADER + "".join(raven_lines(rows.assign(path=result.name)))
 
 
 def audacity_lines(detections: pd.DataFrame) -> str:

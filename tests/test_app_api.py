@@ -64,13 +64,13 @@ def test_every_endpoint_is_listed(client):
     assert set(api["named_endpoints"]) == ENDPOINTS
     params = [p["parameter_name"] for p in api["named_endpoints"]["/predict"]["parameters"]]
     assert params == ["files", "example", "model_name", "top_k", "min_conf", "sensitivity", "overlap_s", "lat", "lon",
-                      "date", "location_threshold", "species_list", "language", "below"]
+                      "date", "location_threshold", "species_list", "language", "below", "classifier_files"]
 
 
 def _predict(client, files, example="", top_k=4, model=MODEL, **options):
     """/predict with the tab's defaults for every option not given."""
     values = dict(min_conf=0.25, sensitivity=1.0, overlap_s=0.0, lat="", lon="", date="", location_threshold=0.03,
-                  species_list=None, language="en", below="fade")
+                  species_list=None, language="en", below="fade", classifier_files=None)
     values.update(options)
     out = client.predict(files, example, model, top_k, *values.values(), api_name="/predict")
     keys = ["status", "summary", "pick", "species", "removed", "figure", "audio", "position", "calls", "downloads"]
@@ -134,6 +134,28 @@ def test_predict_every_option(client, storm_petrels, tmp_path):
     species_list.write_text("Laterallus jamaicensis\n")
     listed = _predict(client, petrel, species_list=handle_file(str(species_list)))
     assert _column(listed["species"], "scientific name") == ["Laterallus jamaicensis"]
+
+
+def test_predict_with_your_classifier(client, storm_petrels, tmp_path):
+    """/predict's classifier_files: a classifier saved by Find & train scores each window beside BirdNET's species;
+    one of another backbone is refused in the status line."""
+    from classifier_fixture import save_petrel_classifier
+
+    petrel = [handle_file(str(storm_petrels[0]))]
+    files = [handle_file(str(p)) for p in save_petrel_classifier(tmp_path)]
+    out = _predict(client, petrel, top_k=2, classifier_files=files)
+    assert "Your classifier **petrel**" in out["status"]
+    mine = _column(out["species"], "common name").index("your classifier: petrel")
+    assert _column(out["species"], "scientific name")[mine] == "storm petrel"
+    assert float(_column(out["species"], "max score")[mine]) > 0.9
+    assert "your classifier: petrel (storm petrel)" in out["figure"]["plot"]
+    csv_path = next(d for d in _downloads(client) if d.endswith(".csv"))
+    table = pd.read_csv(csv_path, comment="#")
+    assert (table[table.common_name == "your classifier: petrel"].scientific_name == "storm petrel").sum() >= 3
+    (tmp_path / "other").mkdir()
+    other = [handle_file(str(p)) for p in save_petrel_classifier(tmp_path / "other", "esp_aves2_sl_beats_all")]
+    refused = _predict(client, petrel, classifier_files=other)
+    assert refused["status"].startswith("⚠️ this classifier was trained on esp_aves2_sl_beats_all embeddings")
 
 
 def test_predict_bundled_example(client):

@@ -125,8 +125,13 @@ def test_upload_through_the_tab(own_board, tmp_path):
     good = tmp_path / "good.csv"
     good.write_text("model,benchmark,dataset,metric,probe,value,source\n"
                     "My-Net,BEANS,watkins,accuracy,linear,0.8,Lab\nMy-Net,BEANS,cbi,accuracy,linear,0.7,Lab\n")
+    kinds = dict(zip(leaderboard.FILTERS, own_board.filter_choices_event()))["kind"]
+    assert "submitted" not in kinds.constructor_args["choices"]
     message, benchmark, metric, probe, study = own_board.submit(str(good))
     assert message.startswith("**Stored 2 rows** from good.csv")
+    # the raw view's filters offer what the upload added (the page runs this after each upload and at load)
+    kinds = dict(zip(leaderboard.FILTERS, own_board.filter_choices_event()))["kind"]
+    assert "submitted" in kinds.constructor_args["choices"]
     assert (benchmark.value, metric.value, probe.value, study.value) == ("BEANS", "accuracy", "linear",
                                                                            "submitted: Lab")
     _, _, _, _, caption, table, *_ = own_board.tables_event("BEANS", "accuracy", "linear", "submitted: Lab")

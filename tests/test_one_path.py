@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from rl_core import cli
+from rl_core.exports import RAVEN_COLUMNS
 from rl_core.audio import count_windows, iter_windows
 from rl_core.errors import ConfigError, LimitExceededError, UnsupportedSampleRateError
 from rl_core.evaluation.datasets import AudioDataset, Clip
@@ -319,10 +320,13 @@ def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
     assert names == ["embeddings.npz", "predictions.csv", "settings.json", "song (2).labels.txt",
                      "song (2).selections.txt", "song.labels.txt", "song.selections.txt"]
     by_name = {Path(d).name: Path(d) for d in downloads}
-    first = by_name["song.selections.txt"].read_text().splitlines()
-    second = by_name["song (2).selections.txt"].read_text().splitlines()
-    assert len(first) > 1 and all(line.endswith("\tsong.wav") for line in first[1:])
-    assert len(second) > 1 and all(line.endswith("\tsong (2).wav") for line in second[1:])
+    first = pd.read_csv(by_name["song.selections.txt"], sep="\t")
+    second = pd.read_csv(by_name["song (2).selections.txt"], sep="\t")
+    assert len(first) and set(first["Begin File"]) == {"song.wav"} and set(first["Begin Path"]) == {"song.wav"}
+    assert len(second) and set(second["Begin File"]) == {"song (2).wav"}
+    # one Raven writer: the columns of a project's selection tables (BirdNET-Analyzer's), eBird codes included
+    assert tuple(first.columns) == RAVEN_COLUMNS and (first["File Offset (s)"] == first["Begin Time (s)"]).all()
+    assert (first.loc[first["Scientific Name"] == "Hydrobates pelagicus", "Species Code"] == "bripet").sum() >= 1
     table = pd.read_csv(by_name["predictions.csv"], comment="#")  # every window of each file, top 2
     assert table.groupby("file").size().to_dict() == {"song.wav": 10, "song (2).wav": 10}
     npz = load_embeddings_npz(by_name["embeddings.npz"])

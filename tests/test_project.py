@@ -238,12 +238,13 @@ def test_raw_threshold_inverts_sensitivity():
 class _Cli:
     """`python -m rl_core ARGS` in a subprocess; its stderr is collected by a thread so it can be watched."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, python_code: str | None = None) -> None:
         import threading
 
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-c", python_code, *args] if python_code else [sys.executable, "-m", "rl_core", *args]
         # a session of its own: nothing the analysis or its engine signals to its process group reaches pytest
-        self.proc = subprocess.Popen([sys.executable, "-m", "rl_core", *args], cwd=REPO, env=env,
+        self.proc = subprocess.Popen(command, cwd=REPO, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         self.chunks: list[bytes] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -333,3 +334,27 @@ def test_ray_engine_store_equals_local_engine(archive, tmp_path):
     code, err = _Cli(*args).wait(600)  # resumed: nothing left to do but the known failures
     assert code == 1 and "0 file(s) analysed" in err, err
     assert time.perf_counter() - started < 600
+
+
+#: two projects analysed by one driver on one Ray instance, whose workers (and their loaded model) serve both runs
+TWO_RAY_RUNS = """
+import sys
+from rl_core.project import ProjectStore, RunSettings, analyse_project
+from rl_core.project.engines import RayEngine
+engine = RayEngine(workers=2)
+for project in sys.argv[2:]:
+    analyse_project([sys.argv[1]], project, RunSettings("birdnet_v2_4"), engine=engine)
+    with ProjectStore(project, read_only=True) as store:
+        names = store.con.execute("select count(*) from classes").fetchone()[0]
+    sys.stderr.write(f"classes: {names}\\n")
+engine.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_ray_workers_send_the_class_names_to_every_run(archive, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install -r requirements-ray.txt")
+    site = archive / "siteA"
+    code, err = _Cli(str(site), str(tmp_path / "first"), str(tmp_path / "second"), python_code=TWO_RAY_RUNS).wait(600)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if line.startswith("classes:")] == ["classes: 6522"] * 2, err

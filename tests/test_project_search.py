@@ -138,7 +138,7 @@ def test_label_train_apply_save_reload_and_predict(project, tiled, tmp_path):
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out)
     custom = table[table.scientific_name == "bengalese"]
-    assert len(custom) == 16 and (custom.common_name == "custom classifier bengalese").all()
+    assert len(custom) == 16 and (custom.common_name == "your classifier: bengalese").all()
     assert custom[custom.file == Path(FINCH).name].score.min() > 0.5 > custom[custom.file == Path(GREAT_TIT).name].score.max()
     assert len(table[table.scientific_name != "bengalese"]) == 16  # BirdNET's top-1 of each window is still there
 

@@ -34,6 +34,7 @@ from ui.inference_view import (
     styled_species,
     write_exports,
 )
+from ui.location_map import map_with_marker, on_map_pick, on_place_typed
 from ui.malloc import release_memory
 
 
@@ -101,11 +102,12 @@ N_OUTPUTS = 13
 
 def on_run(files, example, model_name, top_k, min_conf=0.25, sensitivity=1.0, overlap_s=0.0, lat=None,
            lon=None, date=None, location_threshold=0.03, species_list=None, language="en", below="fade",
-           progress=gr.Progress()):
+           classifier_files=None, progress=gr.Progress()):
     try:
         options = options_from_inputs(min_conf, sensitivity, overlap_s, lat, lon, date, location_threshold,
                                       species_list, language, below)
-        run = analyse(files, model_name, top_k, example=example or None, progress=progress, options=options)
+        run = analyse(files, model_name, top_k, example=example or None, progress=progress, options=options,
+                      classifier_files=classifier_files)
         return _outputs(run, options)
     except Exception as exc:  # noqa: BLE001 - one message in the status line; the panels keep what they show
         return (f"⚠️ {scrub(describe_error(exc))}", *[gr.skip()] * (N_OUTPUTS - 1))
@@ -262,6 +264,8 @@ def build() -> None:
                                      "'embeddings only' models give vectors for the embedding map.")
             top_k = gr.Slider(1, 20, value=5, step=1, label="Species per file",
                               info="How many of the best-scoring species each file lists.")
+            classifier_files = gr.File(file_count="multiple", type="filepath", height=130, elem_id="inf-classifier",
+                                       label="Your classifier (.safetensors + .yaml)")
             with gr.Row():
                 run = gr.Button("Analyse", variant="primary", elem_id="inf-run", scale=3)
                 clear = gr.ClearButton(value="Clear", scale=1)
@@ -290,9 +294,12 @@ def build() -> None:
                                    file_types=[".txt", ".csv"], type="filepath", elem_id="inf-slist", height=120)
             language = gr.Dropdown([(LANGUAGES.get(c, c), c) for c in available_languages()], value="en",
                                    label="Language of common names", elem_id="inf-language")
-        gr.Markdown("Type the coordinates of the recording site (a map picker needs online map tiles, which this "
-                    "app does not load). The location filter uses BirdNET's own range model, offline.",
-                    elem_classes="rl-note")
+        with gr.Row():
+            place_map = gr.Image(map_with_marker(), format="png", interactive=False, show_label=False,
+                                 buttons=[], elem_id="inf-map", height=250, scale=2, container=False)
+            gr.Markdown("Click the map to set the latitude and longitude of the recording site (or type them); "
+                        "the red dot shows the place. The map and BirdNET's range model both work offline.",
+                        elem_classes="rl-note")
     status = gr.Markdown(elem_id="inf-status")
     summary = gr.Dataframe(headers=SUMMARY_COLUMNS, interactive=False, label="All files", elem_id="inf-summary",
                            wrap=True, column_widths=["26%", "11%", "9%", "30%", "12%", "12%"])
@@ -330,10 +337,10 @@ def build() -> None:
     filters = [min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below]
     outputs = [status, summary, pick, species, removed, removed_box, figure, audio, position, calls, downloads, state,
                clip_rows]
-    clear.add([files, status, summary, pick, species, removed, figure, audio, downloads, clip_rows])
+    clear.add([files, classifier_files, status, summary, pick, species, removed, figure, audio, downloads, clip_rows])
     run.click(
         on_run, [files, example, model, top_k, min_conf, sensitivity, overlap, lat, lon, date, location_threshold,
-                 species_list, language, below],
+                 species_list, language, below, classifier_files],
         outputs, api_name="predict", concurrency_id=model_concurrency_id(), concurrency_limit=SETTINGS.model_workers,
         show_progress_on=[status],
     )
@@ -357,3 +364,8 @@ def build() -> None:
     # one queue with the re-draw: a click right after a filter change writes the new settings' files
     downloads_button.click(on_downloads, [state], [downloads, downloads_note], api_name="downloads",
                            concurrency_id="inference-redraw")
+    # the map: a click writes the coordinates (and re-filters); typed coordinates move its marker
+    place_map.select(on_map_pick, None, [lat, lon, place_map], api_visibility="private", show_progress="hidden").then(
+        on_refilter, [state, *filters], outputs, api_visibility="private", show_progress="hidden")
+    gr.on([lat.submit, lon.submit, lat.blur, lon.blur], on_place_typed, [lat, lon], place_map,
+          api_visibility="private", show_progress="hidden")

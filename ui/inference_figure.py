@@ -112,10 +112,17 @@ CLIP_COLUMNS = ["clip", "species", "at (s)", "score"]
 
 
 def _detections(run: Run, name: str, options: Options) -> pd.DataFrame:
-    """The windows of ``name`` scoring at least min_conf (the current filters), best first, at most MAX_CLIPS."""
+    """The windows of ``name`` scoring at least min_conf (the current filters; your classifier's classes too),
+    best first, at most MAX_CLIPS."""
     from rl_core.detection_filters import display_label
 
-    table = options.detection_filter().view(run.results[name]).top_k_table(run.top_k, options.min_conf)
+    result, custom = run.results[name], run.custom.get(name)
+    tables = [pd.DataFrame(columns=["scientific_name", "common_name", "start_s", "end_s", "score"])]
+    if result.has_scores:
+        tables.append(options.detection_filter().view(result).top_k_table(run.top_k, options.min_conf))
+    if custom is not None:
+        tables.append(custom.top_k_table(len(custom.labels), options.min_conf))
+    table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)
     table = table.sort_values("score", ascending=False).head(MAX_CLIPS).reset_index(drop=True)
     table["label"] = [display_label(r.scientific_name, r.common_name) for r in table.itertuples(index=False)]
     return table
@@ -123,7 +130,7 @@ def _detections(run: Run, name: str, options: Options) -> pd.DataFrame:
 
 def clip_choices(run: Run | None, name: str | None, options: Options) -> pd.DataFrame:
     """The detections the clips export offers, best first, all ticked."""
-    if run is None or name not in run.results or not run.results[name].has_scores:
+    if run is None or name not in run.results or not (run.results[name].has_scores or name in run.custom):
         return pd.DataFrame(columns=CLIP_COLUMNS)
     table = _detections(run, name, options)
     return pd.DataFrame({"clip": True, "species": table["label"], "at (s)": table["start_s"].round(2),

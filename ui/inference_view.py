@@ -150,12 +150,18 @@ class Run:
     errors: list[str] = field(default_factory=list)
     #: uploads renamed because an earlier one had the same name
     renamed: list[str] = field(default_factory=list)
+    #: your classifier (``ui.inference_classifier``) and each file's windows scored by it
+    classifier: Any = None
+    custom: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     #: the overlap of this run's windows (the re-drawing handlers know only the filters)
     overlap_s: float = 0.0
 
     def export_settings(self, options: Options) -> dict[str, Any]:
-        return {**options.export_settings(self.model, self.top_k, self.hop_s), "overlap_s": self.overlap_s}
+        settings = {**options.export_settings(self.model, self.top_k, self.hop_s), "overlap_s": self.overlap_s}
+        if self.classifier is not None:
+            settings["classifier"] = f"{self.classifier.name} ({', '.join(self.classifier.classes)})"
+        return settings
 
 
 _RUNS: OrderedDict[str, Run] = OrderedDict()
@@ -222,14 +228,18 @@ def analyse(
     example: str | None = None,
     progress: Any = None,
     options: Options | None = None,
+    classifier_files: Any = None,
 ) -> Run:
-    """Run ``model_name`` on every file once; results are kept for ``render``. Per-file problems go to ``errors``."""
+    """Run ``model_name`` on every file once; results are kept for ``render``. Per-file problems go to ``errors``.
+    ``classifier_files``: your classifier's .safetensors and .yaml, applied to each file's window embeddings."""
     from rl_core.audio import audio_info
     from rl_core.inference import analyse_recording, unique_names
+    from ui.inference_classifier import classifier_from_uploads, score_files
 
     options = options or Options()
     options.detection_filter()  # bad settings fail before the model pass
     paths = resolve_inputs(files, example)
+    classifier = classifier_from_uploads(classifier_files, model_name)  # another backbone's: refused before loading
     top_k = int(top_k)
     if not 1 <= top_k <= 50:
         raise UserFacingError(f"species per file must be between 1 and 50, got {top_k}")
@@ -241,7 +251,8 @@ def analyse(
         raise UserFacingError(f"overlap must be at least 0 s and below the model's {window_s:g}-s window, "
                               f"got {options.overlap_s:g}")
     hop_s = window_s - options.overlap_s if options.overlap_s else None
-    run = Run(model=model_name, top_k=top_k, hop_s=hop_s, out=new_output_dir("inference"), overlap_s=options.overlap_s)
+    run = Run(model=model_name, top_k=top_k, hop_s=hop_s, out=new_output_dir("inference"), classifier=classifier,
+              overlap_s=options.overlap_s)
     limits = analysis_limits()
     # two uploads with one name (song.wav twice) become song.wav and song (2).wav in every output
     names = unique_names([display_name(p) for p in paths])
@@ -263,6 +274,7 @@ def analyse(
             raise
         except Exception as exc:  # noqa: BLE001 - reported by its upload name, the other files go on
             run.errors.append(scrub(describe_error(exc, name)))
+    run.custom = score_files(classifier, run.results)
     _keep(run)
     return run
 
@@ -345,13 +357,17 @@ def file_view(run: Run, name: str, options: Options, flt: Any = None) -> FileVie
     if run.hop_s is None and result.num_windows > 1:
         window_s = float(result.starts[1] - result.starts[0])
     calls = calls_view(result, options.min_conf)  # BatDetect2: one row and one box per call
-    if not result.has_scores:
+    custom = run.custom.get(name)  # your classifier's classes: below the model's, not filtered by place or list
+    if not result.has_scores and custom is None:
         return FileView(name, float(result.duration_s), window_s, pd.DataFrame(columns=SPECIES_COLUMNS), [],
                         pd.DataFrame(columns=REMOVED_COLUMNS), [], [], np.zeros((0, 0)), calls)
-    view = flt.view(result)
-    species = species_table(view, run.top_k, options.min_conf)
+    sources = ([(flt.view(result), run.top_k)] if result.has_scores else []) + (
+        [(custom, len(custom.labels))] if custom is not None else [])
+    species = pd.concat([species_table(r, k, options.min_conf) for r, k in sources], ignore_index=True)
     weak = (species["max score"] < options.min_conf).tolist()
-    timeline = view.timeline(TIMELINE_SPECIES)
+    timelines = [r.timeline(TIMELINE_SPECIES) for r, _k in sources]
+    timeline = timelines[0]._replace(labels=[t for tl in timelines for t in tl.labels],
+                                     scores=np.concatenate([tl.scores for tl in timelines]))
     keep = [i for i, row in enumerate(timeline.scores) if row.max() >= min(DISPLAY_FLOOR, options.min_conf)]
     if options.below == "hide":
         keep = [i for i in keep if timeline.scores[i].max() >= options.min_conf]
@@ -387,8 +403,8 @@ def summary_table(run: Run, options: Options, flt: Any) -> pd.DataFrame:
     rows = []
     for name, result in run.results.items():
         top, best, count = "", None, 0
-        if result.has_scores:
-            view = flt.view(result)
+        if result.has_scores or name in run.custom:
+            view = flt.view(result) if result.has_scores else run.custom[name]
             summary = view.file_summary(1, threshold=options.min_conf)
             if len(summary) and summary["max_score"].iloc[0] > 0:
                 top = summary["common_name"].iloc[0] or summary["scientific_name"].iloc[0]
@@ -405,22 +421,30 @@ def write_exports(run: Run, options: Options, flt: Any = None) -> list[str]:
     Written when asked for (the tab's "Prepare downloads", the ``/downloads`` endpoint), not with every run:
     Gradio copies and hashes each output file, which cost a tenth of a second per request."""
     from rl_core.atomic import atomic_write
-    from rl_core.exports import audacity_labels, predictions_csv, raven_selection_table, save_embeddings_npz
+    from rl_core.exports import (audacity_labels, audacity_lines, predictions_csv, raven_selection_table,
+                                 save_embeddings_npz)
 
     flt = flt or options.detection_filter()
     settings = run.export_settings(options)
     results = list(run.results.values())
     views = [flt.view(r) for r in results if r.has_scores]
+    # your classifier's rows (all its classes at or above min_conf), the CLI's `predict --classifier` rows
+    custom = {name: r.top_k_table(len(r.labels), options.min_conf) for name, r in run.custom.items()}
     downloads: list[str] = []
-    if views:
+    if views or custom:
         path = run.out / "predictions.csv"
         with atomic_write(path, "w", encoding="utf-8") as handle:
-            handle.write(predictions_csv(views, run.top_k, options.min_conf, settings=settings))
+            handle.write(predictions_csv(views, run.top_k, options.min_conf, settings=settings,
+                                         extra=list(custom.values())))
         downloads.append(str(path))
     for view in views:
         stem = Path(view.name).stem
+        labels = audacity_labels(view, run.top_k, options.min_conf)
+        if view.name in custom:  # one label track with the model's and your classifier's detections
+            labels = audacity_lines(pd.concat([view.top_k_table(run.top_k, options.min_conf), custom[view.name]])
+                                    .sort_values("start_s", kind="stable"))
         for suffix, text in ((".selections.txt", raven_selection_table(view, run.top_k, options.min_conf)),
-                             (".labels.txt", audacity_labels(view, run.top_k, options.min_conf))):
+                             (".labels.txt", labels)):
             with atomic_write(run.out / f"{stem}{suffix}", "w", encoding="utf-8") as handle:
                 handle.write(text)
             downloads.append(str(run.out / f"{stem}{suffix}"))
@@ -435,6 +459,9 @@ def write_exports(run: Run, options: Options, flt: Any = None) -> list[str]:
 
 def status_message(run: Run) -> str:
     done = f"Analysed {len(run.results)} file(s) with **{run.model}**."
+    if run.classifier is not None:
+        done += (f" Your classifier **{run.classifier.name}** scored every window for "
+                 f"{', '.join(run.classifier.classes)} (rows marked 'your classifier: {run.classifier.name}').")
     if run.renamed:
         done += f" Uploads sharing a name are told apart in every output: {'; '.join(run.renamed)}."
     if not run.errors:

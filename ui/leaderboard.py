@@ -394,6 +394,11 @@ class Leaderboard:
         count = f"**{len(rows)}** of {len(self.df)} results · {rows['model'].nunique()} models"
         return gr.Dataframe(value=view, datatype=column_types(view)), count, sources_markdown(rows)
 
+    def filter_choices_event(self) -> tuple[gr.Dropdown, ...]:
+        """The raw view's filter choices from the rows loaded now (an upload adds models, datasets, ...)."""
+        self.refresh()
+        return tuple(gr.Dropdown(choices=choices(self.df, name)) for name in FILTERS)
+
     def download_event(self, benchmark, dataset, task, metric, probe, family, kind, search) -> gr.DownloadButton:
         rows = filter_rows(self.df, benchmark, dataset, task, metric, probe, family, kind, search)
         return gr.DownloadButton(f"Download {len(rows)} rows (CSV)", value=download_csv(rows), visible=True)
@@ -488,10 +493,12 @@ def build(demo: gr.Blocks, data_dir: str | Path | None = None) -> Leaderboard:
           [*raw_inputs, columns], raw_outputs, api_visibility="private", **order)
     download_btn.click(board.download_event, raw_inputs, download, api_visibility="private", **order)
     submit_btn.click(board.submit, upload, [submit_msg, *keys], api_name="leaderboard_submit", **order).then(
-        board.tables_event, [*keys, plot_what], table_outputs, api_visibility="private", **order)
+        board.tables_event, [*keys, plot_what], table_outputs, api_visibility="private", **order).then(
+        board.filter_choices_event, None, [filters[n] for n in FILTERS], api_visibility="private", **order)
 
     gr.api(board.api, api_name="leaderboard", queue=False)
     demo.load(None, js=HEADER_CLICK_SORTS)
     demo.load(board.tables_event, [*keys, plot_what], table_outputs, api_visibility="private", **order)
     demo.load(board.raw_event, [*raw_inputs, columns], raw_outputs, api_visibility="private", **order)
+    demo.load(board.filter_choices_event, None, [filters[n] for n in FILTERS], api_visibility="private", **order)
     return board

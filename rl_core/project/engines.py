@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Iterator
@@ -21,7 +22,7 @@ from rl_core.project.store import FileOutcome, FileTask, RunSettings
 
 log = logging.getLogger(__name__)
 
-_worker: dict = {"model": None, "key": None, "labels_sent": False, "threads_set": False}
+_worker: dict = {"model": None, "key": None, "labels_run": None, "threads_set": False}
 
 
 class ModelLoadError(RLCoreError):
@@ -88,7 +89,7 @@ def _worker_model(settings: RunSettings):
         _worker["model"] = get_model(settings.model, device="cpu",
                                      precision=None if settings.precision == "float32" else settings.precision)
         _worker["key"] = key
-        _worker["labels_sent"] = False
+        _worker["labels_run"] = None
     return _worker["model"]
 
 
@@ -103,8 +104,11 @@ def _model_pass(model, path: str, settings: RunSettings):
     return result, info
 
 
-def analyse_file(task: FileTask, settings: RunSettings) -> FileOutcome:
-    """Run the model over one recording; any error of the file becomes a failed outcome with its reason."""
+def analyse_file(task: FileTask, settings: RunSettings, run_token: str = "") -> FileOutcome:
+    """Run the model over one recording; any error of the file becomes a failed outcome with its reason.
+
+    The class names travel with a worker's first outcome of each engine run (``run_token``): workers outlive runs
+    (Ray's, the inline engine's process), and every run's driver needs the names once."""
     _single_threaded()
     started = time.perf_counter()
     try:
@@ -132,10 +136,10 @@ def analyse_file(task: FileTask, settings: RunSettings) -> FileOutcome:
         outcome.score_window = window.astype(np.int32)
         outcome.score_class = klass.astype(np.int16)
         outcome.score_value = result.scores[window, klass].astype(np.float32)
-        if not _worker["labels_sent"]:
+        if _worker["labels_run"] != run_token or not run_token:
             outcome.labels = tuple(result.labels)
             outcome.common_names = tuple(result.common_names) if result.common_names else None
-            _worker["labels_sent"] = True
+            _worker["labels_run"] = run_token
     if result.embeddings is not None:
         outcome.embeddings = result.embeddings.astype(np.float16)
     return outcome
@@ -163,7 +167,7 @@ class LocalEngine:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker)
 
     def run(self, tasks: Iterable[FileTask], settings: RunSettings) -> Iterator[FileOutcome]:
-        queue = list(tasks)[::-1]
+        queue, token = list(tasks)[::-1], uuid.uuid4().hex
         crashes: dict[int, int] = {}
         self._pool = self._new_pool()
         running: dict[Future, FileTask] = {}
@@ -171,7 +175,7 @@ class LocalEngine:
             while queue or running:
                 while queue and len(running) < 2 * self.workers:
                     task = queue.pop()
-                    running[self._pool.submit(analyse_file, task, settings)] = task
+                    running[self._pool.submit(analyse_file, task, settings, token)] = task
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 broken = False
                 for future in finished:
@@ -221,17 +225,16 @@ class InlineEngine:
     workers = 1
 
     def run(self, tasks: Iterable[FileTask], settings: RunSettings) -> Iterator[FileOutcome]:
-        # this process may have analysed another project with the same model: send the class names again
-        _worker["labels_sent"] = False
+        token = uuid.uuid4().hex
         for task in tasks:
-            yield analyse_file(task, settings)
+            yield analyse_file(task, settings, token)
 
     def stop(self) -> None:
         pass
 
 
-def _ray_analyse(task: FileTask, settings: RunSettings) -> FileOutcome:
-    return analyse_file(task, settings)
+def _ray_analyse(task: FileTask, settings: RunSettings, run_token: str) -> FileOutcome:
+    return analyse_file(task, settings, run_token)
 
 
 class RayEngine:
@@ -272,14 +275,14 @@ class RayEngine:
 
     def run(self, tasks: Iterable[FileTask], settings: RunSettings) -> Iterator[FileOutcome]:
         ray = self.ray
-        queue = list(tasks)[::-1]
+        queue, token = list(tasks)[::-1], uuid.uuid4().hex
         running: dict = {}
         settings_ref = ray.put(settings)
         try:
             while queue or running:
                 while queue and len(running) < 2 * self.workers:
                     task = queue.pop()
-                    running[self._remote.remote(task, settings_ref)] = task
+                    running[self._remote.remote(task, settings_ref, token)] = task
                 self._pending = list(running)
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:

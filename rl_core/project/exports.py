@@ -13,13 +13,12 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from rl_core.atomic import atomic_write, write_text_atomic
 from rl_core.detection_filters import DetectionFilter
 from rl_core.errors import ConfigError
-from rl_core.exports import audacity_lines
+from rl_core.exports import RAVEN_HEADER, audacity_lines, raven_lines
 from rl_core.project.store import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -28,8 +27,6 @@ FORMATS = ("csv", "raven", "audacity", "kaleidoscope", "parquet", "summaries")
 CSV_COLUMNS = ["file", "start_s", "end_s", "rank", "scientific_name", "common_name", "score"]
 SETTING_COLUMNS = ["model", "run_id", "hop_s", "min_conf", "sensitivity", "lat", "lon", "week", "location_threshold",
                    "species_list", "language", "merge_consecutive"]
-RAVEN_HEADER = ("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\t"
-                "Common Name\tSpecies Code\tScientific Name\tConfidence\tBegin Path\tBegin File\tFile Offset (s)\n")
 KALEIDOSCOPE_HEADER = ("INDIR,FOLDER,IN FILE,OFFSET,DURATION,scientific_name,common_name,confidence,lat,lon,week,"
                        "overlap,sensitivity\n")
 
@@ -91,32 +88,10 @@ def _csv_cell(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
-def _raven_rows(frame: pd.DataFrame, offset: float, start_id: int) -> list[str]:
-    rows = []
-    for i, row in enumerate(frame.itertuples(index=False), start=start_id):
-        high = min(row.sample_rate / 2, 24000.0) if row.sample_rate else 24000.0
-        rows.append(f"{i}\tSpectrogram 1\t1\t{row.start_s + offset:.3f}\t{row.end_s + offset:.3f}\t0\t{high:.0f}\t"
-                    f"{row.common_name}\t{_species_code(row.scientific_name, row.common_name)}\t{row.scientific_name}\t"
-                    f"{row.score:.4f}\t{row.path}\t{Path(row.path).name}\t{row.start_s:.3f}\n")
-    return rows
-
-
-_EBIRD: dict | None = None
-
-
-def _species_code(scientific: str, common: str) -> str:
-    """The eBird code BirdNET-Analyzer writes (from its wheel's taxonomy file), else the scientific name."""
-    global _EBIRD
-    if _EBIRD is None:
-        import json
-
-        from rl_core.datasets_bundled import package_dir
-
-        root = package_dir("birdnet_analyzer")
-        path = root / "eBird_taxonomy_codes_2024E.json" if root else None
-        table = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
-        _EBIRD = {key.split("_", 1)[0]: code for key, code in table.items()}
-    return _EBIRD.get(scientific, scientific)
+def _raven_band(frame: pd.DataFrame) -> pd.DataFrame:
+    """BirdNET-Analyzer's box: 0 Hz to the file's Nyquist frequency, at most 24 kHz (the model's)."""
+    high = frame["sample_rate"].where(frame["sample_rate"] > 0, 48000.0).clip(upper=48000.0) / 2
+    return frame.assign(low_hz=0.0, high_hz=high)
 
 
 def _out_name(folder: str, path: str, suffix: str) -> Path:
@@ -136,9 +111,10 @@ def write_raven(frame: pd.DataFrame, files: pd.DataFrame, folder: str | Path) ->
     combined, offset, next_id = [RAVEN_HEADER], 0.0, 1
     for f in files.sort_values("path").itertuples(index=False):
         part = by_file.get(f.path, frame.iloc[0:0])
-        rows = _raven_rows(part, 0.0, 1)
-        written.append(write_text_atomic(RAVEN_HEADER + "".join(rows), folder / _out_name(f.folder, f.path, ".selection.table.txt")))
-        combined += _raven_rows(part, offset, next_id)
+        part = _raven_band(part)
+        written.append(write_text_atomic(RAVEN_HEADER + "".join(raven_lines(part)),
+                                         folder / _out_name(f.folder, f.path, ".selection.table.txt")))
+        combined += raven_lines(part, next_id, offset)
         next_id += len(part)
         offset += float(f.duration_s)
     written.append(write_text_atomic("".join(combined), folder / "combined.selection.table.txt"))
