@@ -76,6 +76,16 @@ def server_rss_mb(proc: psutil.Process) -> float:
     return proc.memory_info().rss / 2**20
 
 
+def print_gradio_phases(url: str, last: int) -> None:
+    """Gradio's own times of the last ``last`` /predict calls (kept by a server started with GRADIO_PROFILING=1)."""
+    import json
+
+    with urllib.request.urlopen(url + "gradio_api/profiling/traces", timeout=10) as response:
+        traces = [t for t in json.loads(response.read()) if t.get("fn_name") == "predict"][-last:]
+    for phase in ("queue_wait_ms", "preprocess_ms", "fn_call_ms", "postprocess_ms", "total_ms"):
+        print(f"  Gradio {phase[:-3]:<12} median {statistics.median(t[phase] for t in traces):6.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
@@ -85,6 +95,8 @@ def main() -> None:
     parser.add_argument("--only-startup", action="store_true", help="measure the start-up time only")
     parser.add_argument("--only-latency", action="store_true",
                         help="measure the warm 10-s clip latency only (no start-up or concurrency rounds)")
+    parser.add_argument("--gradio-phases", action="store_true",
+                        help="also print Gradio's own median time per phase of /predict (GRADIO_PROFILING=1)")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
@@ -98,7 +110,8 @@ def main() -> None:
         return
 
     clip = ten_second_clip(work)
-    app = RunningApp("--preload", MODEL, "--no-warmup", log_path=work / "app.log")
+    app = RunningApp("--preload", MODEL, "--no-warmup", log_path=work / "app.log",
+                     env={"GRADIO_PROFILING": "1"} if args.gradio_phases else None)
     try:
         app.wait_ready()
         server = psutil.Process(app.proc.pid)
@@ -113,9 +126,15 @@ def main() -> None:
 
         one_request(client)  # first request: warms BirdNET, resampler, plotly
         rss_after_first = server_rss_mb(server)
+        cpu_before = sum(server.cpu_times()[:4]), sum(psutil.Process().cpu_times()[:2])
         latencies = [one_request(client) for _ in range(args.repeats)]
+        cpu = [(after - before) / args.repeats * 1000 for before, after in
+               zip(cpu_before, (sum(server.cpu_times()[:4]), sum(psutil.Process().cpu_times()[:2])))]
         print(f"warm 10-s clip via gradio_client ({MODEL}): median {statistics.median(latencies):.3f} s, "
-              f"min {min(latencies):.3f}, max {max(latencies):.3f} over {args.repeats} (target median <= 0.3 s, issue 12)")
+              f"min {min(latencies):.3f}, max {max(latencies):.3f} over {args.repeats} (target median <= 0.3 s, "
+              f"issue 12); CPU per request: server {cpu[0]:.0f} ms (with its child processes), this client {cpu[1]:.0f} ms")
+        if args.gradio_phases:
+            print_gradio_phases(app.url, args.repeats)
         if args.only_latency:
             return
 

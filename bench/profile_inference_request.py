@@ -2,7 +2,8 @@
 
 Run from the repository root:  .venv/bin/python -m bench.profile_inference_request [--repeats 20] [--cprofile]
 Times each step the inference tab's handler takes (median over the repeats) and the whole handler
-(`ui.inference.on_run`); bench_app.py's latency through gradio_client minus the handler is Gradio's share.
+(`ui.inference.on_run`); bench_app.py's latency through gradio_client minus the handler is Gradio's share
+(`GRADIO_PROFILING=1` makes the server keep Gradio's own per-phase times: `bench_app.py --gradio-phases`).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def main() -> None:
     from rl_core.audio import audio_info, iter_windows
     from rl_core.datasets_bundled import storm_petrel_recordings
     from rl_core.inference import analyse_recording
-    from ui import inference, inference_view
+    from ui import inference, inference_figure, inference_view
     from ui.common import get_model
-    from ui.spectrogram import playable_segment, read_view, spectrogram_picture
+    from ui.spectrogram import picture_uri, playable_segment, read_view, spectrogram_picture
 
     work = Path(tempfile.mkdtemp(prefix="profile_request_"))
     audio, sr = sf.read(storm_petrel_recordings()[1], frames=10 * 44100, always_2d=True)
@@ -56,6 +57,7 @@ def main() -> None:
     flt = options.detection_filter()
     run = inference_view.analyse([str(clip)], MODEL, 5, options=options)
     view = inference_view.file_view(run, clip.name, options, flt)
+    picture = picture_uri(spectrogram_picture(*segment))
 
     steps = {
         "header (audio_info)": lambda: audio_info(clip),
@@ -67,8 +69,12 @@ def main() -> None:
         "player WAV": lambda: playable_segment(*segment, work / "p.wav"),
         "filter view + species table + timeline": lambda: inference_view.file_view(run, clip.name, options, flt),
         "summary table": lambda: inference_view.summary_table(run, options, flt),
-        "exports (csv, Raven, Audacity, npz, json)": lambda: inference_view.write_exports(run, options, flt),
-        "view figure (plotly, to JSON)": lambda: inference_view.listen(run, clip.name, view, 0, 30, options).figure.to_json(),
+        "clips table (clip_choices)": lambda: inference_figure.clip_choices(run, clip.name, options),
+        "downloads (on demand, /downloads; not in on_run)": lambda: inference_view.write_exports(run, options, flt),
+        "view figure (plotly, to JSON)": lambda: inference_figure.view_figure(
+            view, picture, 0, 10, segment[1] / 2000).to_json(),
+        "listen in all (decode, picture, WAV, figure)": lambda: inference_figure.listen(run, clip.name, view, 0, 30,
+                                                                                         options),
         "whole Gradio callback on_run": lambda: inference.on_run([str(clip)], "", MODEL, 5, progress=None),
     }
     print(f"median of {args.repeats} warm runs, 10-s 44.1 kHz clip, {MODEL}:")

@@ -18,7 +18,7 @@ from gradio_client import Client, handle_file
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "birdnet_v2_4"
-ENDPOINTS = {"/predict", "/embedding_map", "/leaderboard", "/leaderboard_submit", "/zoo_table", "/model_card",
+ENDPOINTS = {"/predict", "/downloads", "/embedding_map", "/leaderboard", "/leaderboard_submit", "/zoo_table", "/model_card",
              "/project_start", "/project_stop", "/project_status", "/project_info", "/project_browse", "/project_export",
              "/similar_project", "/similar_search", "/similar_show", "/similar_mark_positive", "/similar_mark_negative",
              "/similar_mark_unsure", "/similar_train", "/similar_rank", "/similar_review", "/similar_calibrate",
@@ -79,6 +79,13 @@ def _predict(client, files, example="", top_k=4, model=MODEL, **options):
     return dict(zip(keys, out))
 
 
+def _downloads(client) -> list[str]:
+    """/downloads: the files of the client's last /predict under the filters it was shown with."""
+    paths, note = client.predict(api_name="/downloads")
+    assert note == ""
+    return paths
+
+
 def _column(table, name):
     return [row[table["headers"].index(name)] for row in table["data"]]
 
@@ -93,13 +100,15 @@ def test_predict(client, great_tits, tmp_path):
     assert _column(out["species"], "scientific name")[0] == "Parus major"
     assert "Parus major" in out["figure"]["plot"]
     assert Path(out["audio"]["value"]).suffix == ".wav"
-    names = sorted(Path(d).name for d in out["downloads"])
+    assert out["downloads"] is None  # written on demand, below
+    downloads = _downloads(client)
+    names = sorted(Path(d).name for d in downloads)
     stem = great_tits[3].path.stem
     assert names == sorted(["predictions.csv", f"{stem}.selections.txt", f"{stem}.labels.txt", "embeddings.npz",
                             "settings.json"])
-    csv_path = next(d for d in out["downloads"] if d.endswith(".csv"))
+    csv_path = next(d for d in downloads if d.endswith(".csv"))
     assert pd.read_csv(csv_path, comment="#")["scientific_name"].iloc[0] == "Parus major"
-    assert np.load(next(d for d in out["downloads"] if d.endswith(".npz")))["embeddings"].shape == (1, 1024)
+    assert np.load(next(d for d in downloads if d.endswith(".npz")))["embeddings"].shape == (1, 1024)
 
 
 def test_predict_every_option(client, storm_petrels, tmp_path):
@@ -114,12 +123,14 @@ def test_predict_every_option(client, storm_petrels, tmp_path):
     assert rail(keen) > rail(base) + 0.3
     overlapped = _predict(client, petrel, overlap_s=1.5)
     assert overlapped["summary"]["data"][0][2] == 8  # 3-s windows every 1.5 s over 14 s (0.5-s rest dropped)
+    settings = json.loads(Path(next(d for d in _downloads(client) if d.endswith(".json"))).read_text())
+    assert (settings["overlap_s"], settings["hop_s"]) == (1.5, 1.5)
     german = _predict(client, petrel, language="de")
     assert _column(german["species"], "common name")[0] == "Sturmwellenläufer"
     located = _predict(client, petrel, top_k=5, lat="42.45", lon="-76.48", date="2026-05-12", location_threshold=0.03)
     assert "Hydrobates pelagicus" in _column(located["removed"], "scientific name")  # not in New York in May
     assert "Hydrobates pelagicus" not in _column(located["species"], "scientific name")
-    settings = json.loads(Path(next(d for d in located["downloads"] if d.endswith(".json"))).read_text())
+    settings = json.loads(Path(next(d for d in _downloads(client) if d.endswith(".json"))).read_text())
     assert (settings["latitude"], settings["week"], settings["language"]) == (42.45, 18, "en")
     species_list = tmp_path / "list.txt"
     species_list.write_text("Laterallus jamaicensis\n")
@@ -140,7 +151,7 @@ def test_predict_with_your_classifier(client, storm_petrels, tmp_path):
     assert _column(out["species"], "scientific name")[mine] == "storm petrel"
     assert float(_column(out["species"], "max score")[mine]) > 0.9
     assert "your classifier: petrel (storm petrel)" in out["figure"]["plot"]
-    csv_path = next(d for d in out["downloads"] if d.endswith(".csv"))
+    csv_path = next(d for d in _downloads(client) if d.endswith(".csv"))
     table = pd.read_csv(csv_path, comment="#")
     assert (table[table.common_name == "your classifier: petrel"].scientific_name == "storm petrel").sum() >= 3
     (tmp_path / "other").mkdir()

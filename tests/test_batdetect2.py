@@ -147,7 +147,7 @@ def test_zoo_shows_model_on_this_machine():
 def test_inference_tab_lists_calls_and_exports_raven(results):
     """The inference tab's handler with the bundled bat example: calls listed and boxed on the spectrogram, Raven
     with real frequencies, and the 10x time-expanded player."""
-    from ui import inference_view
+    from ui import inference_figure, inference_view
 
     example = list(RECORDINGS)[2]
     options = inference_view.Options()
@@ -157,12 +157,12 @@ def test_inference_tab_lists_calls_and_exports_raven(results):
     assert len(view.calls) == len(results[example].calls_table(options.min_conf)) > 3
     assert view.calls["common name"].iloc[0] == "Greater horseshoe bat"
     assert view.species.iloc[0]["scientific name"] == "Rhinolophus ferrumequinum"
-    heard = inference_view.listen(run, example.name, view, 0.0, view.duration_s, options)
+    heard = inference_figure.listen(run, example.name, view, 0.0, view.duration_s, options)
     assert "time expansion" in heard.caption
     boxes = [s for s in heard.figure.layout.shapes if s.type == "rect"]
     in_view = view.calls[(view.calls["start (s)"] <= heard.end_s) & (view.calls["end (s)"] >= heard.start_s)]
     assert len(boxes) == len(in_view) > 3 and boxes[0].y0 == in_view["low (kHz)"].iloc[0]
-    raven = next(d for d in shown.downloads if d.endswith(".selections.txt"))
+    raven = next(d for d in inference_view.write_exports(run, options) if d.endswith(".selections.txt"))
     table = pd.read_csv(raven, sep="\t")
     assert len(table) == len(view.calls)
     assert np.allclose(table["Low Freq (Hz)"] / 1000, view.calls["low (kHz)"], atol=0.06)

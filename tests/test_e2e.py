@@ -106,6 +106,7 @@ def test_inference_shows_great_tit(page, great_tits, storm_petrels):
     page.locator("#inf-status").get_by_text("Analysed 2 file(s)").wait_for(timeout=120_000)
     assert column(page, "#inf-species", 2)[0] == "Parus major" and column(page, "#inf-species", 1)[0] == "Great Tit"
     assert page.locator("#inf-summary").get_by_text("Hydrobates pelagicus", exact=False).count() >= 1
+    page.click("#inf-downloads-run")
     for name in ("predictions.csv", f"{storm_petrels[0].stem}.selections.txt", f"{storm_petrels[0].stem}.labels.txt",
                  "embeddings.npz", "settings.json"):
         page.locator(f'#inf-downloads td.filename[aria-label="{name}"]').wait_for()
@@ -141,6 +142,35 @@ def test_raising_minimum_confidence_removes_weak_rows(page):
     page.wait_for_function("() => document.querySelectorAll('#inf-species [data-col=\"2\"][data-testid^=cell]')"
                            ".length === 1")
     assert column(page, "#inf-species", 2) == ["Hydrobates pelagicus"]
+
+
+def test_clips_of_the_ticked_detections(page, tmp_path):
+    """Issue 12 #2: untick detections in the clips table; the zip holds the clips of the ticked ones only."""
+    import zipfile
+
+    analyse_example(page)
+    page.locator("#inf-clip-box").get_by_text("Clips: choose the detections to export").click()
+    cell(page, "#inf-clip-rows", 0, 1).wait_for()
+    species = column(page, "#inf-clip-rows", 1)
+    starts = column(page, "#inf-clip-rows", 2)
+    assert len(species) == 6 and species[0].startswith("European Storm-Petrel")  # five petrel windows, one rail
+    rail = next(i for i, name in enumerate(species) if "Laterallus jamaicensis" in name)
+    for row in (0, rail):
+        box = cell(page, "#inf-clip-rows", row, 0).locator("input[type=checkbox]")
+        box.click()
+        page.wait_for_function("(box) => !box.checked", arg=box.element_handle())
+    page.click("#inf-clips-run")
+    link = page.locator("#inf-clips a").first
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / "clips.zip"
+    download.value.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        wavs = sorted(n for n in archive.namelist() if n.endswith(".wav"))
+    kept = [float(s) for i, s in enumerate(starts) if i not in (0, rail)]
+    assert len(wavs) == 4 and not any("Laterallus" in w for w in wavs)
+    assert sorted(float(w.rsplit("_", 1)[1][:-5]) for w in wavs) == sorted(kept)
 
 
 def test_clicking_a_detection_plays_its_window(page):

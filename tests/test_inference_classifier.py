@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from test_ui_handlers import tiny_layered_model  # noqa: F401 - a fixture: a reg
 
 from rl_core.custom_classifier import CustomClassifier, classifier_table
 from ui import inference
-from ui.inference_view import Options, analyse, render
+from ui.inference_view import Options, analyse, render, write_exports
 
 MODEL = "birdnet_v2_4"
 LABEL = "your classifier: petrel"
@@ -39,7 +40,8 @@ def test_classifier_rows_join_the_table_timeline_and_downloads(petrel_files, sto
     tit_rows = tit_view.species[tit_view.species["common name"] == LABEL]
     assert tit_rows.empty or tit_rows["max score"].max() < 0.25
     # downloads: the CLI's rows (`rl-core predict --classifier`), marked with their source
-    csv = next(p for p in shown.downloads if p.endswith("predictions.csv"))
+    downloads = write_exports(run, Options(min_conf=0.25))
+    csv = next(p for p in downloads if p.endswith("predictions.csv"))
     table = pd.read_csv(csv, comment="#")
     custom = table[table.common_name == LABEL].reset_index(drop=True)
     classifier = CustomClassifier.load(petrel_files[0])
@@ -49,8 +51,18 @@ def test_classifier_rows_join_the_table_timeline_and_downloads(petrel_files, sto
     assert custom.score.round(4).tolist() == expected.score.round(4).tolist()
     assert (table.common_name != LABEL).sum() > 0  # BirdNET's species are still there
     assert "# classifier: petrel (storm petrel)" in open(csv, encoding="utf-8").read()
-    labels = next(p for p in shown.downloads if p.endswith(f"{petrel.stem}.labels.txt"))
+    labels = next(p for p in downloads if p.endswith(f"{petrel.stem}.labels.txt"))
     assert f"{CLASS}, {LABEL}" in open(labels, encoding="utf-8").read()
+    # clips: your classifier's detections can be ticked and exported too
+    from ui.inference_figure import clip_choices, clips_zip
+
+    choices = clip_choices(run, petrel.name, Options(min_conf=0.25))
+    mine = choices[choices["species"] == f"{LABEL} ({CLASS})"]
+    assert len(mine) == len(expected)
+    chosen = choices.assign(clip=choices.index.isin(mine.index))
+    with zipfile.ZipFile(clips_zip(run, petrel.name, Options(min_conf=0.25), chosen)) as archive:
+        wavs = [n for n in archive.namelist() if n.endswith(".wav")]
+    assert len(wavs) == len(expected) and all(w.startswith("your_classifier_petrel_storm_petrel_") for w in wavs)
 
 
 def test_on_run_with_the_classifier_and_its_refusals(petrel_files, storm_petrels, tmp_path):
@@ -97,6 +109,7 @@ def test_a_model_without_species_head_shows_only_your_classifier(tiny_layered_mo
     assert list(view.species["common name"]) == ["your classifier: tits"]
     assert view.timeline_labels == ["your classifier: tits (tit)"] and view.timeline_scores.shape[0] == 1
     assert shown.summary["top species"].iloc[0] == "your classifier: tits (tit)"
-    table = pd.read_csv(next(p for p in shown.downloads if p.endswith("predictions.csv")), comment="#")
+    downloads = write_exports(run, Options(min_conf=0.01))
+    table = pd.read_csv(next(p for p in downloads if p.endswith("predictions.csv")), comment="#")
     assert set(table.common_name) == {"your classifier: tits"} and len(table) == run.results[
         great_tits[0].path.name].num_windows

@@ -75,8 +75,8 @@ def test_every_caller_embeds_a_recording_identically(tmp_path, birdnet, storm_pe
     mapped = embedding_map.build_map([str(path), str(storm_petrels[1])], model_name=MODEL, method="PCA")
     np.testing.assert_array_equal(np.load(mapped.downloads[1])["embeddings"][0], pooled)
 
-    app = inference_view.render(inference_view.analyse([str(path)], MODEL, 3), inference_view.Options())
-    app_npz = load_embeddings_npz(next(d for d in app.downloads if d.endswith(".npz")))
+    app = inference_view.write_exports(inference_view.analyse([str(path)], MODEL, 3), inference_view.Options())
+    app_npz = load_embeddings_npz(next(d for d in app if d.endswith(".npz")))
     np.testing.assert_array_equal(app_npz["embeddings"], api.embeddings)
 
 
@@ -153,8 +153,9 @@ def test_cli_and_app_write_one_npz_layout(tmp_path, storm_petrels):
     names = [p.name for p in storm_petrels]
     cli_data = load_embeddings_npz(out)
     _check_layout(cli_data, names, [5, 5], MODEL)
-    app = inference_view.render(inference_view.analyse([str(p) for p in storm_petrels], MODEL, 3), inference_view.Options())
-    app_data = load_embeddings_npz(next(d for d in app.downloads if d.endswith(".npz")))
+    app = inference_view.write_exports(inference_view.analyse([str(p) for p in storm_petrels], MODEL, 3),
+                                       inference_view.Options())
+    app_data = load_embeddings_npz(next(d for d in app if d.endswith(".npz")))
     _check_layout(app_data, names, [5, 5], MODEL)
     np.testing.assert_array_equal(cli_data["embeddings"], app_data["embeddings"])
     np.testing.assert_array_equal(cli_data["start_s"], app_data["start_s"])
@@ -310,13 +311,15 @@ def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
         target.write_bytes(Path(source).read_bytes())
         uploads.append(str(target))
     # minimum confidence 0: every window's top 2 reaches the downloads
-    result = inference_view.render(inference_view.analyse(uploads, MODEL, 2), inference_view.Options(min_conf=0.0))
+    run = inference_view.analyse(uploads, MODEL, 2)
+    result = inference_view.render(run, inference_view.Options(min_conf=0.0))
+    downloads = inference_view.write_exports(run, inference_view.Options(min_conf=0.0))
     assert list(result.files) == ["song.wav", "song (2).wav"] and not result.errors
     assert "upload 2 (song.wav) is song (2).wav" in result.message
-    names = sorted(Path(d).name for d in result.downloads)
+    names = sorted(Path(d).name for d in downloads)
     assert names == ["embeddings.npz", "predictions.csv", "settings.json", "song (2).labels.txt",
                      "song (2).selections.txt", "song.labels.txt", "song.selections.txt"]
-    by_name = {Path(d).name: Path(d) for d in result.downloads}
+    by_name = {Path(d).name: Path(d) for d in downloads}
     first = pd.read_csv(by_name["song.selections.txt"], sep="\t")
     second = pd.read_csv(by_name["song (2).selections.txt"], sep="\t")
     assert len(first) and set(first["Begin File"]) == {"song.wav"} and set(first["Begin Path"]) == {"song.wav"}

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ui import common, embedding_map, inference, inference_view, zoo
+from ui import common, embedding_map, inference, inference_figure, inference_view, zoo
 from ui.common import UserFacingError
 
 MODEL = "birdnet_v2_4"
@@ -127,25 +127,26 @@ def test_analyse_real_recordings_and_a_broken_file(great_tits, storm_petrels, br
     assert shown.summary["top species"].tolist() == ["Great Tit (Parus major)",
                                                      "European Storm-Petrel (Hydrobates pelagicus)"]
 
-    names = [Path(p).name for p in shown.downloads]
+    downloads = inference_view.write_exports(run, inference_view.Options())
+    names = [Path(p).name for p in downloads]
     assert names == ["predictions.csv", f"{great_tits[0].path.stem}.selections.txt",
                      f"{great_tits[0].path.stem}.labels.txt", f"{storm_petrels[0].stem}.selections.txt",
                      f"{storm_petrels[0].stem}.labels.txt", "embeddings.npz", "settings.json"]
-    text = Path(shown.downloads[0]).read_text()
+    text = Path(downloads[0]).read_text()
     assert "# min_conf: 0.25\n" in text and "# model: birdnet_v2_4\n" in text  # the settings head every export
-    predictions = pd.read_csv(shown.downloads[0], comment="#")
+    predictions = pd.read_csv(downloads[0], comment="#")
     assert list(predictions.columns) == ["file", "start_s", "end_s", "rank", "scientific_name", "common_name", "score"]
     assert predictions["score"].min() >= 0.25  # the minimum confidence the page shows, nothing hidden
-    raven = Path(shown.downloads[3]).read_text()
+    raven = Path(downloads[3]).read_text()
     assert raven.splitlines()[0].split("\t")[:5] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)"]
     assert "Hydrobates pelagicus" in raven
-    labels = Path(shown.downloads[4]).read_text().splitlines()
+    labels = Path(downloads[4]).read_text().splitlines()
     start, end, label, score = labels[0].split("\t")  # BirdNET-Analyzer's Audacity form, as projects write it
     assert (float(start), float(end)) == (0.0, 3.0) and label == "Hydrobates pelagicus, European Storm-Petrel"
     assert float(score) > 0.99
-    npz = np.load(shown.downloads[5])
+    npz = np.load(downloads[5])
     assert npz["embeddings"].shape == (6, 1024) and npz["embeddings"].dtype == np.float32
-    settings = json.loads(Path(shown.downloads[6]).read_text())
+    settings = json.loads(Path(downloads[6]).read_text())
     assert settings["min_conf"] == 0.25 and settings["sensitivity"] == 1.0 and settings["latitude"] is None
 
 
@@ -175,7 +176,8 @@ def test_location_and_week_remove_out_of_range_species(great_tits):
     assert "Parus major" not in view.species["scientific name"].tolist()  # no great tits in New York
     assert view.removed["scientific name"].tolist()[0] == "Parus major"
     assert view.removed["occurrence here"].iloc[0] < 0.03 and view.removed["max score"].iloc[0] > 0.9
-    settings = json.loads(Path(ithaca.downloads[-1]).read_text())
+    ithaca_options = inference_view.Options(lat=42.45, lon=-76.48, date="2026-05-12")
+    settings = json.loads(Path(inference_view.write_exports(run, ithaca_options)[-1]).read_text())
     assert (settings["latitude"], settings["longitude"], settings["week"]) == (42.45, -76.48, 18)
     with pytest.raises(UserFacingError, match="latitude '42,x' is not a number"):
         inference_view.options_from_inputs(lat="42,x", lon="1")
@@ -254,7 +256,7 @@ def test_long_file_listen_anywhere(tmp_path, great_tits):
     assert fractions == sorted(fractions) and len({round(f, 3) for f in fractions if 0 < f < 1}) >= 5
     view = shown.files["five_minutes.flac"]
     assert view.species.iloc[0]["scientific name"] == "Parus major" and len(view.timeline_edges) == 101
-    heard = inference_view.listen(run, "five_minutes.flac", view, 240.0, 270.0, inference_view.Options())
+    heard = inference_figure.listen(run, "five_minutes.flac", view, 240.0, 270.0, inference_view.Options())
     assert sf.info(heard.audio).duration == pytest.approx(30.0, abs=0.01)
     played, _ = sf.read(heard.audio, dtype="float32")
     assert np.abs(played - audio[240 * sr:270 * sr]).max() < 1e-3  # minute 4, not the first minute
@@ -266,7 +268,8 @@ def test_long_file_listen_anywhere(tmp_path, great_tits):
 
 def test_clips_zip_of_detections(storm_petrels):
     run, shown = _shown([str(storm_petrels[0])])
-    path = inference_view.clips_zip(run, storm_petrels[0].name, inference_view.Options(min_conf=0.3))
+    options = inference_view.Options(min_conf=0.3)
+    path = inference_figure.clips_zip(run, storm_petrels[0].name, options)
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         assert "settings.txt" in names and "# min_conf: 0.3" in archive.read("settings.txt").decode()
@@ -278,13 +281,44 @@ def test_clips_zip_of_detections(storm_petrels):
             info = sf.info(handle)
         assert info.duration == pytest.approx(3.0 + 2 * inference_view.CONTEXT_S, abs=0.01)
     with pytest.raises(UserFacingError, match="lower the minimum confidence"):
-        inference_view.clips_zip(run, storm_petrels[0].name, inference_view.Options(), species=["Parus major"])
+        # no storm-petrels in New York in May, and the black rail scores under 0.5
+        inference_figure.clips_zip(run, storm_petrels[0].name,
+                                   inference_view.Options(min_conf=0.5, lat=42.45, lon=-76.48, date="2026-05-12"))
+
+
+def test_clips_of_the_ticked_detections_only(storm_petrels):
+    """Issue 12 #2: the user ticks the detections whose clips they want (all are ticked at first)."""
+    run, shown = _shown([str(storm_petrels[0])])
+    name, options = storm_petrels[0].name, inference_view.Options(min_conf=0.3)
+    choices = inference_figure.clip_choices(run, name, options)
+    assert list(choices.columns) == ["clip", "species", "at (s)", "score"] and choices["clip"].all()
+    assert len(choices) == 6 and choices["score"].is_monotonic_decreasing
+    rail = choices["species"].str.contains("Laterallus jamaicensis")
+    assert rail.sum() == 1
+    # untick the rail and two petrel windows, as the page sends the table back (booleans as text)
+    chosen = choices.astype({"clip": object})
+    chosen.loc[rail, "clip"] = False
+    chosen.loc[chosen.index[~rail][:2], "clip"] = "false"
+    kept = chosen[chosen["clip"].astype(str) == "True"]
+    update, note = inference.on_clips({"run": run.id, "file": name}, chosen, 0.3, 1.0, "", "", "", 0.03, None, "en",
+                                      "fade")
+    assert note == "" and len(kept) == 3
+    with zipfile.ZipFile(update["value"]) as archive:
+        wavs = sorted(n for n in archive.namelist() if n.endswith(".wav"))
+    expected = sorted(f"{species.replace(' (', '_').replace(' ', '_').rstrip(')')}_{storm_petrels[0].stem}_"
+                      f"{start:06.1f}s.wav" for species, start in zip(kept["species"], kept["at (s)"]))
+    assert wavs == expected and not any("Laterallus" in w for w in wavs)
+    # nothing ticked: a one-line message, no zip
+    chosen["clip"] = False
+    update, note = inference.on_clips({"run": run.id, "file": name}, chosen, 0.3, 1.0, "", "", "", 0.03, None, "en",
+                                      "fade")
+    assert note == "⚠️ tick at least one detection in the clips table to export its clip"
 
 
 def test_ultrasonic_recording_gets_time_expanded_audio(vocalpy_dir):
     run, shown = _shown([str(vocalpy_dir / "BM003.wav")], top_k=2)  # mouse vocalisation at 300 kHz
     view = shown.files["BM003.wav"]
-    heard = inference_view.listen(run, "BM003.wav", view, 0.0, 30.0, inference_view.Options())
+    heard = inference_figure.listen(run, "BM003.wav", view, 0.0, 30.0, inference_view.Options())
     assert "slowed 10x" in heard.caption
     assert sf.info(heard.audio).samplerate == 30000
     assert sf.info(heard.audio).duration == pytest.approx(0.4 * 10, rel=0.01)
@@ -320,7 +354,7 @@ def test_only_broken_files_reports_each(tmp_path, broken_wav):
     empty = tmp_path / "empty.flac"
     empty.write_bytes(b"")
     run, shown = _shown([str(broken_wav), str(empty)])
-    assert shown.files == {} and shown.downloads == []
+    assert shown.files == {} and inference_view.write_exports(run, inference_view.Options()) == []
     assert len(shown.errors) == 2
     assert "broken_recording.wav" in shown.errors[0] and "empty.flac" in shown.errors[1]
 
@@ -586,6 +620,7 @@ def test_output_folders_are_bounded_in_size_oldest_first(tmp_path, monkeypatch):
     """Issue 16 #2: output folders could fill the disk in well under their 6-hour lifetime."""
     root = tmp_path / "outputs"
     monkeypatch.setattr(common, "_OUTPUT_ROOT", root)
+    monkeypatch.setattr(common, "_CLEAN_EVERY_S", 0.0)
     common.configure(max_output_mb=2.5)
     folders = []
     for age_min in (50, 40, 30, 20, 1):
@@ -599,3 +634,12 @@ def test_output_folders_are_bounded_in_size_oldest_first(tmp_path, monkeypatch):
         common.configure(max_output_mb=5000.0)
     # 5 MB over a 2.5-MB bound: the three oldest go; the 1-minute-old folder may still be being served and stays
     assert sorted(p for p in root.iterdir()) == sorted([folders[3], folders[4], newest])
+    # sizes are remembered by folder mtime: a file added later (as the on-demand downloads are) is counted
+    (folders[3] / "predictions.csv").write_bytes(b"\0" * 2_000_000)
+    os.utime(folders[3], (time.time() - 60 * 19,) * 2)
+    try:
+        common.configure(max_output_mb=2.5)
+        common.new_output_dir("map")
+    finally:
+        common.configure(max_output_mb=5000.0)
+    assert folders[3] not in list(root.iterdir()) and folders[4] in list(root.iterdir())

@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import gradio as gr
 import numpy as np
 import pandas as pd
+from gradio.data_classes import FileData
 
 from ui.common import SETTINGS, default_model, describe_error, example_recordings, model_choices, model_concurrency_id
+from ui.inference_figure import CLIP_COLUMNS, clip_choices, clips_zip, listen, view_figure
 from ui.inference_view import (
     BELOW_CHOICES,
     CONTEXT_S,
@@ -20,22 +25,32 @@ from ui.inference_view import (
     Options,
     Run,
     analyse,
-    clips_zip,
     file_view,
     formatted,
     get_run,
-    listen,
     options_from_inputs,
     render,
     scrub,
     styled_species,
-    view_figure,
+    write_exports,
 )
 from ui.location_map import map_with_marker, on_map_pick, on_place_typed
 from ui.malloc import release_memory
 
 
 # --------------------------------------------------------------------------- Gradio adapters
+class Player(gr.Audio):
+    """gr.Audio for the WAVs ``ui.inference_figure.listen`` writes (16-bit PCM at 48 kHz or less: browsers play
+    them). gr.Audio runs ffprobe on every file it shows to check that, 0.1 s of each request."""
+
+    is_template = True  # the page draws it as a gr.Audio
+
+    def postprocess(self, value):
+        if isinstance(value, str) and value.endswith(".wav") and Path(value).is_file():
+            return FileData(path=value, orig_name=Path(value).name)
+        return super().postprocess(value)
+
+
 FILTER_INPUTS_HELP = {
     "min_conf": "Detections scoring less are faded or hidden and left out of the downloads. BirdNET-Analyzer's "
                 "default is 0.25; raise it (0.5-0.7) when you want few false alarms.",
@@ -46,8 +61,9 @@ FILTER_INPUTS_HELP = {
 }
 
 
-def _state(run: Run | None, name: str | None) -> dict:
-    return {"run": run.id if run else None, "file": name}
+def _state(run: Run | None, name: str | None, options: Options | None = None) -> dict:
+    """The session's run, file shown and the filter settings it is shown with (``/downloads`` writes those)."""
+    return {"run": run.id if run else None, "file": name, "options": asdict(options) if options else None}
 
 
 def _file_outputs(run: Run | None, view: FileView | None, options: Options) -> tuple:
@@ -75,12 +91,13 @@ def _outputs(run: Run, options: Options, name: str | None = None) -> tuple:
         shown.message, formatted(shown.summary),
         gr.update(choices=names, value=name),
         *_file_outputs(run, shown.files.get(name), options),
-        shown.downloads or None,
-        _state(run, name),
+        None,  # the downloads: written on demand (on_downloads), cleared when what is shown changes
+        _state(run, name, options),
+        clip_choices(run, name, options),
     )
 
 
-N_OUTPUTS = 12
+N_OUTPUTS = 13
 
 
 def on_run(files, example, model_name, top_k, min_conf=0.25, sensitivity=1.0, overlap_s=0.0, lat=None,
@@ -115,9 +132,10 @@ def on_pick_file(state, name, min_conf, sensitivity, lat, lon, date, location_th
     filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     run = get_run((state or {}).get("run"))
     if run is None or name not in run.results:
-        return (gr.skip(),) * 8
+        return (gr.skip(),) * 9
     options = options_from_inputs(filters[0], filters[1], 0.0, *filters[2:])
-    return (*_file_outputs(run, file_view(run, name, options), options), _state(run, name))
+    return (*_file_outputs(run, file_view(run, name, options), options), _state(run, name, options),
+            clip_choices(run, name, options))
 
 
 def _listen_outputs(state, start_s: float, end_s: float, filters) -> tuple:
@@ -175,7 +193,9 @@ def on_position(state, position,
     return _listen_outputs(state, float(position or 0), float(position or 0) + VIEW_SECONDS, filters)[:2]
 
 
-def on_clips(state, min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below):
+def on_clips(state, chosen, min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language,
+             below):
+    """The clips of the detections ticked in the clips table (``chosen``), as a zip of WAVs."""
     filters = (min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below)
     run = get_run((state or {}).get("run"))
     name = (state or {}).get("file")
@@ -183,7 +203,21 @@ def on_clips(state, min_conf, sensitivity, lat, lon, date, location_threshold, s
         return gr.skip(), "Analyse a recording first."
     try:
         options = options_from_inputs(filters[0], filters[1], 0.0, *filters[2:])
-        return gr.update(value=str(clips_zip(run, name, options)), visible=True), ""
+        return gr.update(value=str(clips_zip(run, name, options, chosen)), visible=True), ""
+    except Exception as exc:  # noqa: BLE001
+        return gr.skip(), f"⚠️ {scrub(describe_error(exc))}"
+
+
+def on_downloads(state):
+    """Predictions CSV, Raven and Audacity tables, embeddings and settings.json for the filter settings shown."""
+    run = get_run((state or {}).get("run"))
+    if run is None or not (state or {}).get("options"):
+        return gr.skip(), "Analyse a recording first."
+    try:
+        paths = write_exports(run, Options(**state["options"]))
+        if not paths:
+            return gr.skip(), "⚠️ nothing to download: no file could be analysed"
+        return paths, ""
     except Exception as exc:  # noqa: BLE001
         return gr.skip(), f"⚠️ {scrub(describe_error(exc))}"
 
@@ -280,21 +314,30 @@ def build() -> None:
             # BatDetect2 (another helper): one row per call with its time/frequency box
             calls = gr.Dataframe(interactive=False, label="Calls", elem_id="inf-calls", visible=False, wrap=True)
         with gr.Column(scale=2):
-            audio = gr.Audio(type="filepath", label="Listen", interactive=False, elem_id="inf-audio")
+            audio = Player(type="filepath", label="Listen", interactive=False, elem_id="inf-audio")
             position = gr.Slider(0, 1, value=0, step=1, label="Position in the file (s)", elem_id="inf-position",
                                  info=f"Moves the player and spectrogram ({VIEW_SECONDS:g} s from here).")
-            clips_button = gr.Button("Download clips of this file's detections (zip of WAVs)", size="sm",
+            with gr.Accordion("Clips: choose the detections to export", open=False, elem_id="inf-clip-box"):
+                clip_rows = gr.Dataframe(headers=CLIP_COLUMNS, datatype=["bool", "str", "number", "number"],
+                                         interactive=True, static_columns=[1, 2, 3], elem_id="inf-clip-rows",
+                                         show_label=False, max_height=300, wrap=True,
+                                         column_widths=["19%", "47%", "16%", "18%"])
+            clips_button = gr.Button("Download clips of the ticked detections (zip of WAVs)", size="sm",
                                      elem_id="inf-clips-run")
             clips = gr.File(label="Clips", interactive=False, elem_id="inf-clips", visible=False)
             clips_note = gr.Markdown(elem_id="inf-clips-note")
     figure = gr.Plot(label="Spectrogram and detections over time", elem_id="inf-view")
     jump = gr.Textbox(elem_id="inf-jump", elem_classes="rl-hidden", show_label=False, container=False)
-    downloads = gr.File(label="Downloads: predictions CSV, Raven selection tables, Audacity labels, embeddings "
-                              "(.npz), settings", file_count="multiple", interactive=False, elem_id="inf-downloads")
+    downloads_button = gr.Button("Prepare downloads: predictions CSV, Raven selection tables, Audacity labels, "
+                                 "embeddings (.npz), settings (for the filters shown)", size="sm",
+                                 elem_id="inf-downloads-run")
+    downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="inf-downloads")
+    downloads_note = gr.Markdown(elem_id="inf-downloads-note")
     state = gr.State({})
     filters = [min_conf, sensitivity, lat, lon, date, location_threshold, species_list, language, below]
-    outputs = [status, summary, pick, species, removed, removed_box, figure, audio, position, calls, downloads, state]
-    clear.add([files, classifier_files, status, summary, pick, species, removed, figure, audio, downloads])
+    outputs = [status, summary, pick, species, removed, removed_box, figure, audio, position, calls, downloads, state,
+               clip_rows]
+    clear.add([files, classifier_files, status, summary, pick, species, removed, figure, audio, downloads, clip_rows])
     run.click(
         on_run, [files, example, model, top_k, min_conf, sensitivity, overlap, lat, lon, date, location_threshold,
                  species_list, language, below, classifier_files],
@@ -305,10 +348,10 @@ def build() -> None:
     gr.on([min_conf.change, sensitivity.change, below.change, lat.submit, lon.submit, lat.blur, lon.blur,
            date.submit, date.blur, location_threshold.change, species_list.change, language.change],
           on_refilter, [state, *filters], outputs, api_visibility="private", show_progress="hidden",
-          trigger_mode="always_last")
+          trigger_mode="always_last", concurrency_id="inference-redraw")
     pick.input(on_pick_file, [state, pick, *filters],
-               [species, removed, removed_box, figure, audio, position, calls, state], api_visibility="private",
-               show_progress="hidden")
+               [species, removed, removed_box, figure, audio, position, calls, state, clip_rows],
+               api_visibility="private", show_progress="hidden")
     species.select(on_species_select, [state, species, *filters], [figure, audio, position],
                    api_visibility="private", show_progress="hidden")
     jump.change(on_timeline_click, [state, jump, *filters], [figure, audio, position], api_visibility="private",
@@ -316,8 +359,11 @@ def build() -> None:
     # input: the user's drag or typed number (not the value set by a click on a detection)
     position.input(on_position, [state, position, *filters], [figure, audio], api_visibility="private",
                    show_progress="hidden", trigger_mode="always_last")
-    clips_button.click(on_clips, [state, *filters], [clips, clips_note], api_visibility="private")
+    clips_button.click(on_clips, [state, clip_rows, *filters], [clips, clips_note], api_visibility="private")
     figure.change(None, js=TIMELINE_CLICK_JS)
+    # one queue with the re-draw: a click right after a filter change writes the new settings' files
+    downloads_button.click(on_downloads, [state], [downloads, downloads_note], api_name="downloads",
+                           concurrency_id="inference-redraw")
     # the map: a click writes the coordinates (and re-filters); typed coordinates move its marker
     place_map.select(on_map_pick, None, [lat, lon, place_map], api_visibility="private", show_progress="hidden").then(
         on_refilter, [state, *filters], outputs, api_visibility="private", show_progress="hidden")

@@ -1,5 +1,5 @@
-"""What the inference tab shows, without Gradio: the run kept on the server, filters, tables, the view figure,
-listening windows and downloads.
+"""What the inference tab shows, without Gradio: the run kept on the server, filters, tables and downloads (the
+view figure, the player and the clips are in ``ui.inference_figure``).
 
 ``analyse`` runs the model once per request and keeps the results on the server (``_RUNS``); ``render`` turns
 them into what the tab shows for the current filter settings (``Options``), so changing the minimum confidence,
@@ -22,9 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
-from plotly.subplots import make_subplots
 
 from rl_core.errors import RLCoreError
 from ui.common import (
@@ -41,12 +38,8 @@ from ui.common import (
     new_output_dir,
     progress_adapter,
 )
-from ui.spectrogram import picture_uri, playable_segment, read_view, spectrogram_picture
 
 log = logging.getLogger(__name__)
-# As the default, plotly_white is applied when a figure is serialised; passed to each figure, plotly validates a
-# fresh copy of it every time (about 30 ms per request).
-pio.templates.default = "plotly_white"
 
 TIMELINE_SPECIES = 10
 #: best classes kept per window (rl_core's keep_top): a long file's full (windows x classes) score matrix would
@@ -56,8 +49,6 @@ KEPT_SCORES = 50
 CONTEXT_S = 1.0
 #: what the player and spectrogram show when no detection is clicked
 VIEW_SECONDS = 30.0
-#: most clips in one zip
-MAX_CLIPS = 200
 #: faded rows and timeline cells go down to this score; lower ones are noise and never shown
 DISPLAY_FLOOR = 0.01
 SUMMARY_COLUMNS = ["file", "duration (s)", "windows", "top species", "best score", "detections"]
@@ -163,6 +154,14 @@ class Run:
     classifier: Any = None
     custom: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: the overlap of this run's windows (the re-drawing handlers know only the filters)
+    overlap_s: float = 0.0
+
+    def export_settings(self, options: Options) -> dict[str, Any]:
+        settings = {**options.export_settings(self.model, self.top_k, self.hop_s), "overlap_s": self.overlap_s}
+        if self.classifier is not None:
+            settings["classifier"] = f"{self.classifier.name} ({', '.join(self.classifier.classes)})"
+        return settings
 
 
 _RUNS: OrderedDict[str, Run] = OrderedDict()
@@ -252,7 +251,8 @@ def analyse(
         raise UserFacingError(f"overlap must be at least 0 s and below the model's {window_s:g}-s window, "
                               f"got {options.overlap_s:g}")
     hop_s = window_s - options.overlap_s if options.overlap_s else None
-    run = Run(model=model_name, top_k=top_k, hop_s=hop_s, out=new_output_dir("inference"), classifier=classifier)
+    run = Run(model=model_name, top_k=top_k, hop_s=hop_s, out=new_output_dir("inference"), classifier=classifier,
+              overlap_s=options.overlap_s)
     limits = analysis_limits()
     # two uploads with one name (song.wav twice) become song.wav and song (2).wav in every output
     names = unique_names([display_name(p) for p in paths])
@@ -334,8 +334,6 @@ def removed_table(result: Any, flt: Any) -> pd.DataFrame:
 
 CALL_COLUMNS = ["start (s)", "end (s)", "low (kHz)", "high (kHz)", "scientific name", "common name", "species prob",
                 "detection prob"]
-#: outline colour of call boxes on the spectrogram
-BOX_COLOUR = "#ff4040"
 
 
 def calls_view(result: Any, min_prob: float) -> pd.DataFrame | None:
@@ -417,15 +415,17 @@ def summary_table(run: Run, options: Options, flt: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def write_exports(run: Run, options: Options, flt: Any) -> list[str]:
-    """Predictions CSV (settings in its header), Raven and Audacity tables per file, embeddings, settings.json."""
+def write_exports(run: Run, options: Options, flt: Any = None) -> list[str]:
+    """Predictions CSV (settings in its header), Raven and Audacity tables per file, embeddings, settings.json.
+
+    Written when asked for (the tab's "Prepare downloads", the ``/downloads`` endpoint), not with every run:
+    Gradio copies and hashes each output file, which cost a tenth of a second per request."""
     from rl_core.atomic import atomic_write
     from rl_core.exports import (audacity_labels, audacity_lines, predictions_csv, raven_selection_table,
                                  save_embeddings_npz)
 
-    settings = options.export_settings(run.model, run.top_k, run.hop_s)
-    if run.classifier is not None:
-        settings["classifier"] = f"{run.classifier.name} ({', '.join(run.classifier.classes)})"
+    flt = flt or options.detection_filter()
+    settings = run.export_settings(options)
     results = list(run.results.values())
     views = [flt.view(r) for r in results if r.has_scores]
     # your classifier's rows (all its classes at or above min_conf), the CLI's `predict --classifier` rows
@@ -470,121 +470,18 @@ def status_message(run: Run) -> str:
     return f"{done}\n\n**{len(run.errors)} file(s) could not be analysed:**\n{problems}"
 
 
-# --------------------------------------------------------------------------- listening and the view figure
-@dataclass
-class Listening:
-    """A part of one file: its playable WAV and the figure (spectrogram over the timeline, one time axis)."""
-
-    audio: str | None
-    caption: str
-    figure: go.Figure
-    start_s: float
-    end_s: float
-
-
-def view_figure(view: FileView | None, picture: Any = None, start_s: float = 0.0, end_s: float = 0.0,
-                nyquist_khz: float = 0.0, min_conf: float = 0.25, below: str = "fade") -> go.Figure:
-    """Spectrogram (top) and the detections timeline (bottom) sharing one time axis in seconds."""
-    if view is None:
-        fig = go.Figure()
-        fig.add_annotation(text="Analyse a recording to see its spectrogram and detections here", showarrow=False,
-                           x=0.5, y=0.5, xref="paper", yref="paper")
-        fig.update_layout(height=200, xaxis_visible=False, yaxis_visible=False)
-        return fig
-    rows = len(view.timeline_labels)
-    spec_px, row_px = 240, 28
-    height = 90 + spec_px + row_px * max(rows, 1)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03,
-                        row_heights=[spec_px, row_px * max(rows, 1)])
-    # an invisible trace gives the spectrogram's axes their ranges; the picture is drawn in data coordinates
-    fig.add_trace(go.Scatter(x=[start_s, end_s], y=[0, nyquist_khz], mode="markers", marker_opacity=0,
-                             hoverinfo="skip", showlegend=False), row=1, col=1)
-    if picture is not None:
-        fig.add_layout_image(source=picture, xref="x", yref="y", x=start_s, y=nyquist_khz, sizex=end_s - start_s,
-                             sizey=nyquist_khz, sizing="stretch", layer="below")
-    if rows:
-        scores = np.asarray(view.timeline_scores, dtype=float)
-        strong = np.where(scores >= min_conf, scores, np.nan)
-        hover = "%{y}<br>%{x:.1f} s<br>score %{z:.2f}<extra></extra>"
-        if below == "fade":
-            weak = np.where(scores < min_conf, scores, np.nan)
-            fig.add_trace(go.Heatmap(x=view.timeline_edges, y=view.timeline_labels, z=weak, zmin=0, zmax=1,
-                                     colorscale=[[0, "#f3f4f6"], [1, "#9ca3af"]], showscale=False,
-                                     hovertemplate=hover.replace("score", "below min. confidence, score")),
-                          row=2, col=1)
-        fig.add_trace(go.Heatmap(x=view.timeline_edges, y=view.timeline_labels, z=strong, zmin=0, zmax=1,
-                                 colorscale="Viridis", colorbar=dict(title="score", len=0.3, y=0, yanchor="bottom"),
-                                 hovertemplate=hover), row=2, col=1)
-        fig.update_yaxes(autorange="reversed", row=2, col=1)
-    if view.calls is not None:  # each call's time-frequency box on the spectrogram
-        shown = view.calls[(view.calls["end (s)"] >= start_s) & (view.calls["start (s)"] <= end_s)]
-        for call in shown.head(500).itertuples(index=False):
-            fig.add_shape(type="rect", x0=call[0], x1=call[1], y0=call[2], y1=call[3], line=dict(color=BOX_COLOUR,
-                          width=1.5), row=1, col=1)
-    fig.update_xaxes(range=[start_s, end_s], showgrid=False)
-    fig.update_xaxes(title_text="time in the recording (s)", row=2, col=1)
-    fig.update_yaxes(title_text="kHz", range=[0, nyquist_khz], showgrid=False, row=1, col=1)
-    fig.update_layout(
-        title=dict(text=f"{view.name} · {start_s:.1f}-{end_s:.1f} s of {view.duration_s:.1f} s", x=0.01),
-        height=height, margin=dict(l=10, r=10, t=40, b=40),
-        clickmode="event",
-    )
-    return fig
-
-
-def listen(run: Run, name: str, view: FileView, start_s: float, end_s: float, options: Options) -> Listening:
-    """Decode ``start_s``-``end_s`` of the file once, for the player and the spectrogram."""
-    info = run.infos[name]
-    start_s = max(0.0, float(start_s))
-    end_s = min(float(info.duration_s), max(float(end_s), start_s + 0.1))
-    audio, sr = read_view(run.paths[name], start_s, end_s, info)
-    wav = run.out / f"{Path(name).stem}_{start_s:07.1f}-{end_s:07.1f}s.wav"
-    path, caption = playable_segment(audio, sr, wav)
-    figure = view_figure(view, picture_uri(spectrogram_picture(audio, sr)), start_s, end_s, sr / 2000,
-                         options.min_conf, options.below)
-    caption = f"{name} · {start_s:.1f}-{end_s:.1f} s" + (f" · {caption}" if caption else "")
-    return Listening(path, caption, figure, start_s, end_s)
-
-
-def detection_window(view: FileView, at_s: float) -> tuple[float, float]:
-    """The analysis window starting at ``at_s`` with ``CONTEXT_S`` on each side."""
-    return at_s - CONTEXT_S, at_s + view.window_s + CONTEXT_S
-
-
-def clips_zip(run: Run, name: str, options: Options, species: list[str] | None = None) -> Path:
-    """The windows of ``name`` scoring at least min_conf (of ``species`` if given) as a zip of short WAVs."""
-    from rl_core.detection_filters import display_label
-    from rl_core.exports import Clip, write_clips_zip
-
-    flt = options.detection_filter()
-    view = flt.view(run.results[name])
-    table = view.top_k_table(run.top_k, options.min_conf)
-    if species:
-        table = table[table["scientific_name"].isin(species)]
-    if table.empty:
-        raise UserFacingError(f"{name}: no detection scores at least {options.min_conf:g}: lower the minimum "
-                              "confidence to export clips")
-    table = table.sort_values("score", ascending=False).head(MAX_CLIPS)
-    clips = [Clip(run.paths[name], name, display_label(r.scientific_name, r.common_name).replace(" (", "_"),
-                  r.start_s, r.end_s) for r in table.itertuples(index=False)]
-    return write_clips_zip(clips, run.out / f"{Path(name).stem}_clips.zip", CONTEXT_S,
-                           settings=options.export_settings(run.model, run.top_k, run.hop_s))
-
-
 @dataclass
 class Shown:
-    """What one run looks like under one set of options: per-file views, the summary, downloads, the message."""
+    """What one run looks like under one set of options: per-file views, the summary, the message."""
 
     files: dict[str, FileView]
     summary: pd.DataFrame
-    downloads: list[str]
     message: str
     errors: list[str]
 
 
 def render(run: Run, options: Options) -> Shown:
-    """The tab's content for ``run`` under ``options`` (no model pass); the downloads are rewritten to match."""
+    """The tab's content for ``run`` under ``options`` (no model pass; downloads: ``write_exports``)."""
     flt = options.detection_filter()
     files = {n: file_view(run, n, options, flt) for n in run.results}
-    return Shown(files, summary_table(run, options, flt), write_exports(run, options, flt), status_message(run),
-                 list(run.errors))
+    return Shown(files, summary_table(run, options, flt), status_message(run), list(run.errors))

@@ -75,9 +75,12 @@ def spectrogram_picture(audio: np.ndarray, sr: int, width: int = 1400, height: i
         _LUT = _viridis()
     # contrast: the median (mostly background noise) maps to dark, the loudest bin to bright
     lo, hi = float(np.median(db[::2, ::4])), float(db.max())  # a subsample's median is close enough
-    norm = np.clip((db - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    rgb = _LUT[(norm[::-1] * 255).astype(np.uint8)]
-    return Image.fromarray(rgb).resize((min(max(rgb.shape[1], 400), width), height), Image.BILINEAR)
+    levels = np.clip((db[::-1] - lo) * (255.0 / max(hi - lo, 1e-9)), 0.0, 255.0).astype(np.uint8)
+    # resized as grey levels and coloured after, by a palette: a third of the time of resizing colours
+    grey = Image.fromarray(levels).resize((min(max(levels.shape[1], 400), width), height), Image.BILINEAR)
+    picture = Image.frombuffer("P", grey.size, grey.tobytes(), "raw", "P", 0, 1)
+    picture.putpalette(_LUT.tobytes())
+    return picture.convert("RGB")
 
 
 def picture_uri(picture: Image.Image) -> str:
