@@ -247,8 +247,8 @@ def main() -> None:
             default = physical_cores()
             wall_d, rss_d, sum_d, cpu_d = timed_analysis(folder, work / "p_default", default)
             wall_1, rss_1, sum_1, cpu_1 = timed_analysis(folder, work / "p_one", 1)
-            print(f"| engine | workers | wall s | audio s/s | vs one worker | peak RSS / private (USS) per worker (MB) |")
-            print(f"|---|---|---|---|---|---|")
+            print("| engine | workers | wall s | audio s/s | vs one worker | peak RSS / private (USS) per worker (MB) |")
+            print("|---|---|---|---|---|---|")
             print(f"| local (default) | {default} | {wall_d:.1f} | {audio_s / wall_d:.1f} | {wall_1 / wall_d:.2f}x | "
                   f"{', '.join(f'{r / 1e6:.0f} / {u / 1e6:.0f}' for r, u in zip(rss_d[0].values(), rss_d[1].values()))} |")
             print(f"| local | 1 | {wall_1:.1f} | {audio_s / wall_1:.1f} | 1.00x | "

@@ -144,8 +144,11 @@ def throughput(args, variants: dict, official_name: str | None, rate: int) -> No
     with tempfile.TemporaryDirectory(prefix="bench_birdnet_") as tmp:
         path = Path(tmp) / f"recording_{rate}.wav"
         start = time.perf_counter()
-* ours: ``rl_core.inference.analyse_recording(model, path)`` (decode, resampling with ``model.resampling``,
-  windowing, inference, scores and embeddings);
+        write_tiled_recording(path, args.seconds, sample_rate=rate)
+        print(f"\ngenerated {args.seconds:.0f} s at {rate} Hz (16-bit) in {time.perf_counter() - start:.1f} s")
+        names = list(variants) + ([official_name] if official_name else [])
+        times: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
         for r in range(args.rounds):
             order = names[r % len(names):] + names[: r % len(names)]  # rotate, so no variant always goes first
             for name in order:

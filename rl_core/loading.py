@@ -21,7 +21,7 @@ import torch
 
 from rl_core.catalog import require_weights
 from rl_core.checkpoints import load_state_dict, resolve_checkpoint
-from rl_core.configs import AudioConfig, ModelEntry, ModelSpec, load_model_entry_yaml, suggest
+from rl_core.configs import ModelEntry, ModelSpec, load_model_entry_yaml, suggest
 from rl_core.errors import CheckpointError, CheckpointMismatchError, ConfigError, UnknownModelError
 from rl_core.models.base import ModelBase
 from rl_core.registry import get_model_class, get_model_entry

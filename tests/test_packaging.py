@@ -94,3 +94,11 @@ def test_no_script_edits_sys_path():
     offenders = [str(p.relative_to(REPO)) for p in REPO.rglob("*.py")
                  if ".venv" not in p.parts and needle in p.read_text()]
     assert offenders == []
+
+
+def test_every_python_file_compiles():
+    """Benchmarks and scripts are not imported by the suite: a bad merge in one must still fail here."""
+    tracked = [p for p in REPO.rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(REPO).parts)]
+    assert len(tracked) > 100
+    for path in tracked:
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")

@@ -13,6 +13,7 @@ temporary torch hub cache first, so nothing is downloaded.
 from __future__ import annotations
 
 import math
+import sys
 import os
 import tempfile
 from pathlib import Path
