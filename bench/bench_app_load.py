@@ -5,6 +5,9 @@ Run from the repository root:  .venv/bin/python -m bench.bench_app_load [--clien
 (one per usable core) lets BirdNET serve that many requests at once, one LiteRT interpreter each.
 Prints requests/s, p50 and p95 latency per setting and their ratios (goal: >= 1.8x requests/s on 2 cores,
 p95 down).
+
+``--before DIR``: also measure, first and as the reference, the app of another checkout, e.g. the one before
+issue 16 (``git worktree add /tmp/before16 0a9d723``), which served every model request in one slot.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def load_round(url: str, clip: Path, clients: int, requests: int) -> tuple[list[
             t = time.perf_counter()
             try:
                 status, summary, *_ = client.predict([handle_file(str(clip))], "", MODEL, 5, api_name="/predict")
-                if "Analysed 1 file" not in status or "Hydrobates pelagicus" not in summary["data"][0][3]:
+                if "nalysed 1 file" not in status or "Hydrobates pelagicus" not in str(summary):
                     raise RuntimeError(f"unexpected answer: {status}")
                 with lock:
                     latencies.append(time.perf_counter() - t)
@@ -68,6 +71,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6, help="per client")
     parser.add_argument("--workers", type=int, nargs="+", default=None,
                         help="settings to compare (default: 1 and one per usable core)")
+    parser.add_argument("--before", type=Path, default=None, metavar="DIR",
+                        help="a checkout of the app before issue 16, measured first as the reference")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
@@ -78,9 +83,10 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs ({cores} usable), load average {os.getloadavg()[0]:.1f} at start; "
           f"{args.clients} clients x {args.requests} requests of a 10-s clip ({MODEL})")
     figures = {}
-    for workers in settings:
-        app = RunningApp("--preload", MODEL, "--no-warmup", "--workers", str(workers),
-                         log_path=work / f"app_{workers}.log")
+    runs = ([("before", args.before)] if args.before else []) + [(workers, None) for workers in settings]
+    for workers, app_dir in runs:
+        flags = ("--preload", MODEL, "--no-warmup") + (("--workers", str(workers)) if app_dir is None else ())
+        app = RunningApp(*flags, log_path=work / f"app_{workers}.log", app_dir=app_dir)
         try:
             app.wait_ready()
             warm = Client(app.url, verbose=False)
@@ -92,14 +98,16 @@ def main() -> None:
         rate = len(latencies) / wall
         p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
         figures[workers] = (rate, p50, p95)
-        print(f"--workers {workers}: {len(latencies)} ok, {len(failures)} failed, wall {wall:.1f} s, "
+        name = f"before ({args.before})" if workers == "before" else f"--workers {workers}"
+        print(f"{name}: {len(latencies)} ok, {len(failures)} failed, wall {wall:.1f} s, "
               f"{rate:.2f} requests/s, latency p50 {p50:.2f} s, p95 {p95:.2f} s")
         for exc in failures[:3]:
             print(f"  failure: {exc!r}")
-    base = figures[settings[0]]
-    for workers in settings[1:]:
+    reference = "before" if args.before else settings[0]
+    base = figures[reference]
+    for workers in [w for w, _ in runs if w != reference]:
         rate, p50, p95 = figures[workers]
-        print(f"--workers {workers} vs {settings[0]}: requests/s x{rate / base[0]:.2f}, p50 x{p50 / base[1]:.2f}, "
+        print(f"--workers {workers} vs {reference}: requests/s x{rate / base[0]:.2f}, p50 x{p50 / base[1]:.2f}, "
               f"p95 x{p95 / base[2]:.2f} (goal: requests/s >= 1.8x, p95 down)")
     print(f"load average at end {os.getloadavg()[0]:.1f}")
 

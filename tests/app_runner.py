@@ -20,13 +20,15 @@ def free_port() -> int:
 
 
 class RunningApp:
-    def __init__(self, *flags: str, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *flags: str, log_path: Path, env: dict[str, str] | None = None,
+                 app_dir: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log_path
         self.log = open(log_path, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
-        self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *flags], cwd=REPO,
+        # app_dir: another checkout of the app (a benchmark's reference), run with this interpreter
+        self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *flags], cwd=app_dir or REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
