@@ -77,15 +77,27 @@ def raven_lines(detections: pd.DataFrame, start_id: int = 1, offset_s: float = 0
             for i, r in enumerate(detections.itertuples(index=False), start=start_id)]
 
 
-def raven_selection_table(result: RecordingResult, k: int = 1, min_score: float = 0.1) -> str:
+def _with_extra(rows: pd.DataFrame, extra: pd.DataFrame | None) -> pd.DataFrame:
+    """``rows`` and more rows of the same recording (a custom classifier's), in time order."""
+    if extra is None or extra.empty:
+        return rows
+    return pd.concat([rows, extra], ignore_index=True).sort_values("start_s", kind="stable")
+
+
+def raven_selection_table(result: RecordingResult, k: int = 1, min_score: float = 0.1,
+                          extra: pd.DataFrame | None = None) -> str:
     """A Raven Pro selection table (tab-separated .txt) of one recording: one selection per window and class above
     ``min_score`` over the full band; for call detectors one per call with detection probability >= ``min_score``,
-    with its own frequency box. Files are named as uploaded (``result.name``)."""
+    with its own frequency box. ``extra``: more window rows (``top_k_table`` columns, a custom classifier's), over
+    the full band too. Files are named as uploaded (``result.name``)."""
+    high = result.sample_rate / 2
     if result.calls is not None:
         calls = result.calls_table(min_score)
         rows = calls.assign(low_hz=calls["low_freq_hz"], high_hz=calls["high_freq_hz"], score=calls["detection_prob"])
+        if extra is not None and not extra.empty:
+            rows = _with_extra(rows, extra.assign(low_hz=0.0, high_hz=high))
     else:
-        rows = result.top_k_table(k, min_score).assign(low_hz=0.0, high_hz=result.sample_rate / 2)
+        rows = _with_extra(result.top_k_table(k, min_score), extra).assign(low_hz=0.0, high_hz=high)
     return RAVEN_HEADER + "".join(raven_lines(rows.assign(path=result.name)))
 
 
@@ -97,9 +109,11 @@ def audacity_lines(detections: pd.DataFrame) -> str:
                    for r in detections.itertuples(index=False))
 
 
-def audacity_labels(result: RecordingResult, k: int = 1, min_score: float = 0.1) -> str:
-    """The Audacity label track of one recording: its top-``k`` classes per window at or above ``min_score``."""
-    return audacity_lines(result.top_k_table(k, min_score))
+def audacity_labels(result: RecordingResult, k: int = 1, min_score: float = 0.1,
+                    extra: pd.DataFrame | None = None) -> str:
+    """The Audacity label track of one recording: its top-``k`` classes per window at or above ``min_score``, with
+    ``extra`` rows (a custom classifier's) in time order."""
+    return audacity_lines(_with_extra(result.top_k_table(k, min_score), extra))
 
 
 class Clip(NamedTuple):

@@ -53,6 +53,10 @@ def test_classifier_rows_join_the_table_timeline_and_downloads(petrel_files, sto
     assert "# classifier: petrel (storm petrel)" in open(csv, encoding="utf-8").read()
     labels = next(p for p in downloads if p.endswith(f"{petrel.stem}.labels.txt"))
     assert f"{CLASS}, {LABEL}" in open(labels, encoding="utf-8").read()
+    raven = pd.read_csv(next(p for p in downloads if p.endswith(f"{petrel.stem}.selections.txt")), sep="\t")
+    mine = raven[raven["Common Name"] == LABEL]
+    assert len(mine) == len(expected) and (raven["Common Name"] != LABEL).any()
+    assert list(mine["Begin Time (s)"]) == list(expected.start_s) and raven["Begin Time (s)"].is_monotonic_increasing
     # clips: your classifier's detections can be ticked and exported too
     from ui.inference_figure import clip_choices, clips_zip
 
@@ -113,3 +117,7 @@ def test_a_model_without_species_head_shows_only_your_classifier(tiny_layered_mo
     table = pd.read_csv(next(p for p in downloads if p.endswith("predictions.csv")), comment="#")
     assert set(table.common_name) == {"your classifier: tits"} and len(table) == run.results[
         great_tits[0].path.name].num_windows
+    stem = great_tits[0].path.stem  # Raven and Audacity hold your classifier's rows too
+    raven = pd.read_csv(next(p for p in downloads if p.endswith(f"{stem}.selections.txt")), sep="\t")
+    assert set(raven["Common Name"]) == {"your classifier: tits"} and len(raven) == len(table)
+    assert next(p for p in downloads if p.endswith(f"{stem}.labels.txt"))

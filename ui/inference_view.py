@@ -421,8 +421,7 @@ def write_exports(run: Run, options: Options, flt: Any = None) -> list[str]:
     Written when asked for (the tab's "Prepare downloads", the ``/downloads`` endpoint), not with every run:
     Gradio copies and hashes each output file, which cost a tenth of a second per request."""
     from rl_core.atomic import atomic_write
-    from rl_core.exports import (audacity_labels, audacity_lines, predictions_csv, raven_selection_table,
-                                 save_embeddings_npz)
+    from rl_core.exports import audacity_labels, predictions_csv, raven_selection_table, save_embeddings_npz
 
     flt = flt or options.detection_filter()
     settings = run.export_settings(options)
@@ -437,14 +436,14 @@ def write_exports(run: Run, options: Options, flt: Any = None) -> list[str]:
             handle.write(predictions_csv(views, run.top_k, options.min_conf, settings=settings,
                                          extra=list(custom.values())))
         downloads.append(str(path))
-    for view in views:
-        stem = Path(view.name).stem
-        labels = audacity_labels(view, run.top_k, options.min_conf)
-        if view.name in custom:  # one label track with the model's and your classifier's detections
-            labels = audacity_lines(pd.concat([view.top_k_table(run.top_k, options.min_conf), custom[view.name]])
-                                    .sort_values("start_s", kind="stable"))
-        for suffix, text in ((".selections.txt", raven_selection_table(view, run.top_k, options.min_conf)),
-                             (".labels.txt", labels)):
+    # one Raven table and one label track per file, with the model's and your classifier's detections (a model
+    # without a species head: your classifier's alone)
+    tables = [(view, run.top_k, custom.get(view.name)) for view in views]
+    tables += [(r, len(r.labels), None) for name, r in run.custom.items() if name not in {v.name for v in views}]
+    for result, k, extra in tables:
+        stem = Path(result.name).stem
+        for suffix, text in ((".selections.txt", raven_selection_table(result, k, options.min_conf, extra)),
+                             (".labels.txt", audacity_labels(result, k, options.min_conf, extra))):
             with atomic_write(run.out / f"{stem}{suffix}", "w", encoding="utf-8") as handle:
                 handle.write(text)
             downloads.append(str(run.out / f"{stem}{suffix}"))
