@@ -623,23 +623,29 @@ def test_output_folders_are_bounded_in_size_oldest_first(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "_CLEAN_EVERY_S", 0.0)
     common.configure(max_output_mb=2.5)
     folders = []
-    for age_min in (50, 40, 30, 20, 1):
+    for age_min in (50, 40, 30, 20, 0.1):
         folder = common.new_output_dir("inference")
         (folder / "embeddings.npz").write_bytes(b"\0" * 1_000_000)
         os.utime(folder, (time.time() - 60 * age_min,) * 2)
         folders.append(folder)
+        if len(folders) == 1:
+            common.hold_output_dir(folder)  # e.g. a kept inference run's folder: listening writes there later
     try:
         newest = common.new_output_dir("map")
     finally:
         common.configure(max_output_mb=5000.0)
-    # 5 MB over a 2.5-MB bound: the three oldest go; the 1-minute-old folder may still be being served and stays
-    assert sorted(p for p in root.iterdir()) == sorted([folders[3], folders[4], newest])
+    # 5 MB over a 2.5-MB bound: the oldest unheld go until it fits; the held one stays (and counts), and so does the
+    # 6-s-old folder, which may still be being served
+    assert sorted(p for p in root.iterdir()) == sorted([folders[0], folders[4], newest])
+    common.release_output_dir(folders[0])  # dropped: removable again after its grace period
+    os.utime(folders[0], (time.time() - 60 * 50,) * 2)
+    common.new_output_dir("map")  # a clean-up within the default bound measures (and remembers) its 1 MB
     # sizes are remembered by folder mtime: a file added later (as the on-demand downloads are) is counted
-    (folders[3] / "predictions.csv").write_bytes(b"\0" * 2_000_000)
-    os.utime(folders[3], (time.time() - 60 * 19,) * 2)
+    (folders[0] / "predictions.csv").write_bytes(b"\0" * 2_000_000)
+    os.utime(folders[0], (time.time() - 60 * 49,) * 2)
     try:
         common.configure(max_output_mb=2.5)
         common.new_output_dir("map")
     finally:
         common.configure(max_output_mb=5000.0)
-    assert folders[3] not in list(root.iterdir()) and folders[4] in list(root.iterdir())
+    assert folders[0] not in list(root.iterdir()) and folders[4] in list(root.iterdir())

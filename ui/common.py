@@ -158,17 +158,22 @@ def display_name(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- output folders
 _OUTPUT_ROOT = Path(tempfile.gettempdir()) / "rl_app_outputs"
 _OUTPUT_MAX_AGE_S = 6 * 3600
-#: a folder this young may still be in use (Gradio copies a response's files into its cache after the handler)
-_OUTPUT_GRACE_S = 120
+#: a folder this young may still be being served (Gradio copies a response's files into its cache right after the
+#: handler returns). Folders used for longer (a kept inference run's, a long export) are held (``hold_output_dir``);
+#: a longer grace let a busy server keep far more than ``--max-output-size`` (200 MB against 20 in bench/soak_app)
+_OUTPUT_GRACE_S = 30
 _cleanup_lock = threading.Lock()
 _folders_in_use: set[Path] = set()
 #: bytes of each output folder past its grace time, by the folder's mtime: walking every folder on every request
 #: cost 0.1 ms per folder (0.2 s per request with the 1,700 folders of a busy day). Files are added by atomic
 #: rename or created anew, which changes the folder's mtime and so measures it again.
 _folder_sizes: dict[Path, tuple[int, int]] = {}
-#: the clean-up runs at most this often (it stats every folder: 50 ms with 2,000 of them, on a loaded machine)
+#: the clean-up runs at most this often, or after this many new folders (it stats every folder: 50 ms with 2,000 of
+#: them, on a loaded machine)
 _CLEAN_EVERY_S = 10.0
+_CLEAN_EVERY_FOLDERS = 8
 _last_clean = 0.0
+_new_since_clean = 0
 
 
 def folder_bytes(folder: Path) -> int:
@@ -223,16 +228,42 @@ def _clean_outputs(now: float) -> None:
 
 def new_output_dir(kind: str) -> Path:
     """A fresh folder for one request's downloads; old folders are removed first (by age, then by total size)."""
-    global _last_clean
+    global _last_clean, _new_since_clean
     _OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
     with _cleanup_lock:
         now = time.time()
-        if now - _last_clean >= _CLEAN_EVERY_S:
+        _new_since_clean += 1
+        if now - _last_clean >= _CLEAN_EVERY_S or _new_since_clean >= _CLEAN_EVERY_FOLDERS:
             _clean_outputs(now)
-            _last_clean = now
+            _last_clean, _new_since_clean = now, 0
     folder = _OUTPUT_ROOT / f"{kind}-{uuid.uuid4().hex[:12]}"
     folder.mkdir()
     return folder
+
+
+def hold_output_dir(folder: Path) -> None:
+    """Keep ``folder`` through every clean-up until :func:`release_output_dir` (it still counts towards the bound)."""
+    with _cleanup_lock:
+        _folders_in_use.add(folder)
+
+
+def release_output_dir(folder: Path) -> None:
+    """Let the clean-up remove ``folder`` again, after a grace period from now (its files may be being served)."""
+    with _cleanup_lock:
+        _folders_in_use.discard(folder)
+    with contextlib.suppress(OSError):
+        os.utime(folder)
+
+
+@contextlib.contextmanager
+def held_output_dir(kind: str) -> Iterator[Path]:
+    """A new output folder held while the block runs (long exports and unpacking), released when it ends."""
+    folder = new_output_dir(kind)
+    hold_output_dir(folder)
+    try:
+        yield folder
+    finally:
+        release_output_dir(folder)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,9 @@ from ui.common import (
     get_model,
     model_infos,
     model_slot,
+    hold_output_dir,
     new_output_dir,
+    release_output_dir,
     progress_adapter,
 )
 
@@ -170,10 +172,11 @@ _MAX_RUNS = 8
 
 
 def _keep(run: Run) -> None:
+    """Keep ``run`` (its output folder stays held: listening, clips and downloads write there later)."""
     with _RUNS_LOCK:
         _RUNS[run.id] = run
         while len(_RUNS) > _MAX_RUNS:
-            _RUNS.popitem(last=False)
+            release_output_dir(_RUNS.popitem(last=False)[1].out)
 
 
 def get_run(run_id: str | None) -> Run | None:
@@ -232,9 +235,7 @@ def analyse(
 ) -> Run:
     """Run ``model_name`` on every file once; results are kept for ``render``. Per-file problems go to ``errors``.
     ``classifier_files``: your classifier's .safetensors and .yaml, applied to each file's window embeddings."""
-    from rl_core.audio import audio_info
-    from rl_core.inference import analyse_recording, unique_names
-    from ui.inference_classifier import classifier_from_uploads, score_files
+    from ui.inference_classifier import classifier_from_uploads
 
     options = options or Options()
     options.detection_filter()  # bad settings fail before the model pass
@@ -251,8 +252,23 @@ def analyse(
         raise UserFacingError(f"overlap must be at least 0 s and below the model's {window_s:g}-s window, "
                               f"got {options.overlap_s:g}")
     hop_s = window_s - options.overlap_s if options.overlap_s else None
-    run = Run(model=model_name, top_k=top_k, hop_s=hop_s, out=new_output_dir("inference"), classifier=classifier,
-              overlap_s=options.overlap_s)
+    out = new_output_dir("inference")
+    hold_output_dir(out)  # released when the run is dropped (see _keep), or now if the request fails
+    try:
+        return _analyse_into(Run(model=model_name, top_k=top_k, hop_s=hop_s, out=out, classifier=classifier,
+                                 overlap_s=options.overlap_s), model, paths, report)
+    except BaseException:
+        release_output_dir(out)
+        raise
+
+
+def _analyse_into(run: Run, model: Any, paths: list[Path], report: Any) -> Run:
+    """The model pass of :func:`analyse` over ``paths``; the run is kept on the server when it ends."""
+    from rl_core.audio import audio_info
+    from rl_core.inference import analyse_recording, unique_names
+    from ui.inference_classifier import score_files
+
+    hop_s, top_k = run.hop_s, run.top_k
     limits = analysis_limits()
     # two uploads with one name (song.wav twice) become song.wav and song (2).wav in every output
     names = unique_names([display_name(p) for p in paths])
@@ -274,7 +290,7 @@ def analyse(
             raise
         except Exception as exc:  # noqa: BLE001 - reported by its upload name, the other files go on
             run.errors.append(scrub(describe_error(exc, name)))
-    run.custom = score_files(classifier, run.results)
+    run.custom = score_files(run.classifier, run.results)
     _keep(run)
     return run
 

@@ -18,7 +18,8 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from ui.common import UserFacingError, default_model, describe_error, model_choices, new_output_dir
+from ui.common import (UserFacingError, default_model, describe_error, held_output_dir, model_choices,
+                       request_scratch_dir)
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +128,11 @@ def _store_uploads(folder: Path, uploads: list[str] | None) -> Path | None:
     for upload in uploads:
         path = Path(upload)
         if path.suffix.lower() == ".zip":
-            staging = new_output_dir("project-zip")
-            for item in extract_zip(path, staging):  # the one safe unzip (zip slip, bombs, limits)
-                destination = target / item.name
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(item.path), destination)
-            shutil.rmtree(staging, ignore_errors=True)
+            with request_scratch_dir("project-zip") as staging:  # held while unpacking, removed at the end
+                for item in extract_zip(path, staging):  # the one safe unzip (zip slip, bombs, limits)
+                    destination = target / item.name
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(item.path), destination)
         elif path.suffix.lower() in SUPPORTED_EXTENSIONS:
             shutil.copyfile(path, target / path.name)
         else:
@@ -319,18 +319,18 @@ def export(name: str, formats: list[str], folders: list[str] | None, min_conf: f
     if not chosen:
         raise UserFacingError("tick at least one export format")
     flt = build_filter(min_conf, sensitivity, lat, lon, week, threshold, species_file, language, merge)
-    out = new_output_dir("project-export")
-    with _open(name) as store:
-        written = export_project(store, out / "export", formats=chosen, flt=flt, folders=folders or None)
     files: list[Path] = []
-    for fmt, paths in written.items():
-        if fmt in ("csv", "kaleidoscope", "parquet"):
-            files += paths
-        elif fmt == "raven":
-            files.append(next(p for p in paths if p.name == "combined.selection.table.txt"))
-            files.append(zip_folder(out / "export" / "raven", out / f"{name}_raven_tables.zip"))
-        else:
-            files.append(zip_folder(out / "export" / fmt, out / f"{name}_{fmt}.zip"))
+    with held_output_dir("project-export") as out:  # a large export takes minutes
+        with _open(name) as store:
+            written = export_project(store, out / "export", formats=chosen, flt=flt, folders=folders or None)
+        for fmt, paths in written.items():
+            if fmt in ("csv", "kaleidoscope", "parquet"):
+                files += paths
+            elif fmt == "raven":
+                files.append(next(p for p in paths if p.name == "combined.selection.table.txt"))
+                files.append(zip_folder(out / "export" / "raven", out / f"{name}_raven_tables.zip"))
+            else:
+                files.append(zip_folder(out / "export" / fmt, out / f"{name}_{fmt}.zip"))
     return [str(p) for p in files]
 
 
