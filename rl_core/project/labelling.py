@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rl_core.errors import ConfigError
-from rl_core.project.search import _Opened, _rows_of, _window_table, sync_index
+from rl_core.project.search import OpenedProject, index_rows, sync_index, window_table
 from rl_core.project.store import ProjectStore
 from rl_core.review import VERDICTS, calibrate_threshold, precision_by_score_bin, review_sample
 
@@ -43,11 +43,11 @@ def add_labels(project: str | Path | ProjectStore, windows: pd.DataFrame | Seque
     frame = pd.DataFrame(list(windows) if not isinstance(windows, pd.DataFrame) else windows)
     if frame.empty:
         raise ConfigError("no window selected to label")
-    with _Opened(project, write=True) as store:
+    with OpenedProject(project, write=True) as store:
         run_id = store.default_run(run_id)
         if "start_s" not in frame.columns:
             keys = np.array([[int(f), int(w)] for f, w in zip(frame["file_id"], frame["window_index"])], dtype=np.int64)
-            frame = _window_table(store, run_id, keys)
+            frame = window_table(store, run_id, keys)
             if len(frame) < len(keys):
                 raise ConfigError(f"{len(keys) - len(frame)} of the windows to label are not in run {run_id} "
                                   "(list them again: search or review)")
@@ -65,7 +65,7 @@ def add_labels(project: str | Path | ProjectStore, windows: pd.DataFrame | Seque
 
 def labels(project: str | Path | ProjectStore, run_id: str | None = None, class_name: str | None = None) -> pd.DataFrame:
     """The run's labels with each one's window index (labels of times no window starts at keep window_index -1)."""
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         where, params = "l.run_id = ?", [run_id]
         if class_name:
@@ -85,7 +85,7 @@ def review_queue(project: str | Path | ProjectStore, species: str | None = None,
     """Windows to listen to: a species' detections (its stored scores) or a ranked table (search results with
     ``similarity`` or classifier output with ``score``), best first or spread over score bins; with any verdict
     already given."""
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         if ranked is None:
             if not species:
@@ -123,7 +123,7 @@ def calibrate_species(project: str | Path | ProjectStore, species: str, target_p
                       run_id: str | None = None, bins: int = 10, save: bool = True):
     """Precision per score bin and the calibrated threshold of one species from its verified detections; the
     threshold is saved in the project's ``thresholds`` table (exports can use it). Returns (Calibration, bins)."""
-    with _Opened(project, write=save) as store:
+    with OpenedProject(project, write=save) as store:
         run_id = store.default_run(run_id)
         verified = store.con.execute("""
             select s.score, l.label from labels l
@@ -149,7 +149,7 @@ def calibrate_species(project: str | Path | ProjectStore, species: str, target_p
 
 def species_thresholds(project: str | Path | ProjectStore, run_id: str | None = None) -> dict[str, float]:
     """Calibrated thresholds saved for the run's species (those that reached their target)."""
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         exists = store.con.execute("select 1 from information_schema.tables where table_name = 'thresholds'").fetchone()
         if not exists:
@@ -172,7 +172,7 @@ def training_set(project: str | Path | ProjectStore, run_id: str | None = None, 
                  random_negatives: int = 0, seed: int = 0) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
     """(vectors, labels, index rows) of the labelled windows: positives per class, windows marked negative (and
     not positive for another class) as negatives, plus ``random_negatives`` unlabelled windows drawn at random."""
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         index = sync_index(store, run_id)
         table = labels(store, run_id)
@@ -188,7 +188,7 @@ def training_set(project: str | Path | ProjectStore, run_id: str | None = None, 
             if row.label == "positive":
                 names.append(row.class_name)
         keys = np.array(list(per_window), dtype=np.int64).reshape(-1, 2)
-        rows = _rows_of(index, keys) if len(keys) else np.zeros(0, np.int64)
+        rows = index_rows(index, keys) if len(keys) else np.zeros(0, np.int64)
         y = [sorted(set(v)) for v in per_window.values()]
         if random_negatives:
             rng = np.random.default_rng(seed)
@@ -206,7 +206,7 @@ def train_project_classifier(project: str | Path | ProjectStore, run_id: str | N
     """A classifier trained on the run's labelled windows (see :func:`training_set`)."""
     from rl_core.custom_classifier import train_classifier
 
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         vectors, y, _rows = training_set(store, run_id, classes, random_negatives, seed)
         if not any(y):
@@ -245,7 +245,7 @@ def apply_classifier(project: str | Path | ProjectStore, classifier, run_id: str
     """Score every window of the run; returns the ``top_n`` windows ranked by ``class_name``'s score, or (no
     class given) by each window's best class, named in ``class_name``, with any verdict already given; and the
     ranking score of every window in index row order."""
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         index = sync_index(store, run_id)
         scores, best = _class_scores(store, classifier, index, run_id, class_name)
@@ -253,7 +253,7 @@ def apply_classifier(project: str | Path | ProjectStore, classifier, run_id: str
         # the top_n by a linear-time partition, then only those sorted (a full sort of a million costs ~0.1 s)
         top = np.argpartition(-scores, top_n - 1)[:top_n] if top_n < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        table = _window_table(store, run_id, np.asarray(index.keys()[top]))
+        table = window_table(store, run_id, np.asarray(index.keys()[top]))
         rows = top[table.pop("order").to_numpy()]
         table["score"] = scores[rows]
         table.insert(3, "class_name", np.asarray(classifier.classes, dtype=object)[best[rows]])
@@ -266,7 +266,7 @@ def suggest_to_label(project: str | Path | ProjectStore, classifier, run_id: str
     the most uncertain (``why`` says which)."""
     from rl_core.custom_classifier import suggest_next
 
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         index = sync_index(store, run_id)
         scores, best = _class_scores(store, classifier, index, run_id, class_name)
@@ -274,10 +274,10 @@ def suggest_to_label(project: str | Path | ProjectStore, classifier, run_id: str
         done = done[done["window_index"] >= 0]
         labelled = np.zeros(index.count, dtype=bool)
         if len(done):
-            labelled[_rows_of(index, done[["file_id", "window_index"]].to_numpy(np.int64))] = True
+            labelled[index_rows(index, done[["file_id", "window_index"]].to_numpy(np.int64))] = True
         picks = suggest_next(scores, labelled, n=n)
         rows = np.concatenate([picks["top"], picks["uncertain"]])
-        table = _window_table(store, run_id, np.asarray(index.keys()[rows]))
+        table = window_table(store, run_id, np.asarray(index.keys()[rows]))
         order = table.pop("order").to_numpy()
         table["score"] = scores[rows][order]
         table["why"] = np.where(order < len(picks["top"]), "top unlabelled", "uncertain")
@@ -289,7 +289,7 @@ def store_classifier_scores(project: str | Path | ProjectStore, classifier, name
                             floor: float = 0.5) -> int:
     """Score every window of the run and keep scores >= ``floor`` in the ``custom_scores`` table (replacing this
     classifier's earlier ones); returns how many were stored."""
-    with _Opened(project, write=True) as store:
+    with OpenedProject(project, write=True) as store:
         run_id = store.default_run(run_id)
         index = sync_index(store, run_id)
         classifier.check_backbone(store.run_settings(run_id)["model"], dim=index.dim)

@@ -82,8 +82,8 @@ def _open(project: str | Path | ProjectStore, write: bool = False) -> tuple[Proj
     return ProjectStore(project, read_only=not write), True
 
 
-class _Opened:
-    """``with _Opened(project) as store``: opens a folder (closing it after), or passes a store through."""
+class OpenedProject:
+    """``with OpenedProject(project) as store``: opens a folder (closing it after), or passes a store through."""
 
     def __init__(self, project, write: bool = False) -> None:
         self.store, self.owned = _open(project, write)
@@ -116,7 +116,7 @@ _LOCKS_GUARD = threading.Lock()
 def sync_index(project: str | Path | ProjectStore, run_id: str | None = None,
                progress: Progress | None = None) -> WindowIndex:
     """The run's search index, with every committed embedding part added (only new parts are read)."""
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         parts = store.con.execute("select part, n_rows from embedding_parts where run_id = ? order by part",
                                   [run_id]).fetchall()
@@ -163,7 +163,7 @@ def _sync(store: ProjectStore, run_id: str, folder: Path, parts: list[str], prog
     return index
 
 
-def _window_table(store: ProjectStore, run_id: str, keys: np.ndarray) -> pd.DataFrame:
+def window_table(store: ProjectStore, run_id: str, keys: np.ndarray) -> pd.DataFrame:
     """Window rows (with file facts) for (file_id, window_index) keys, in the keys' order."""
     frame = pd.DataFrame({"file_id": keys[:, 0].astype(np.int64), "window_index": keys[:, 1].astype(np.int32),
                           "order": np.arange(len(keys))})
@@ -193,7 +193,7 @@ def _find_file(store: ProjectStore, run_id: str, name: str) -> tuple[int, str]:
     return int(row[0]), row[1]
 
 
-def _rows_of(index: WindowIndex, keys: np.ndarray) -> np.ndarray:
+def index_rows(index: WindowIndex, keys: np.ndarray) -> np.ndarray:
     """Index rows holding these (file_id, window_index) keys (the latest row where a file was re-analysed)."""
     stored = np.asarray(index.keys())
     lookup = {(int(a), int(b)): i for i, (a, b) in enumerate(stored)}
@@ -210,7 +210,7 @@ def embed_query(project: str | Path | ProjectStore, clips: Sequence[QueryClip | 
     """One unit vector for the query: the mean of each clip's (normalised) window embeddings, averaged over clips."""
     if not clips:
         raise ConfigError("no query clip given: give an audio file, a project file with a time range, or a window")
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         settings = store.run_settings(run_id)
         index = sync_index(store, run_id)
@@ -239,8 +239,8 @@ def embed_query(project: str | Path | ProjectStore, clips: Sequence[QueryClip | 
                 if len(keys) == 0:
                     raise ConfigError(f"{rel} has no analysed window between {clip.start_s:g} and {clip.end_s:g} s")
             stored_keys.append(keys.reshape(-1, 2))
-        if stored_keys:  # one lookup for every stored clip: _rows_of reads all the index's keys
-            rows = _rows_of(index, np.concatenate(stored_keys))
+        if stored_keys:  # one lookup for every stored clip: index_rows reads all the index's keys
+            rows = index_rows(index, np.concatenate(stored_keys))
             ends = np.cumsum([len(k) for k in stored_keys])
             for part in np.split(rows, ends[:-1]):
                 vectors.append(np.asarray(index.vectors()[np.sort(part)], dtype=np.float32).mean(axis=0))
@@ -277,17 +277,17 @@ def search(project: str | Path | ProjectStore, clips: Sequence[QueryClip | str],
     top_n = int(top_n)
     if top_n < 1:
         raise ConfigError(f"--top must be at least 1, got {top_n}")
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         index = sync_index(store, run_id)
         query = embed_query(store, clips, run_id, model=model)
-        lo = _date(date_from, "from") if date_from else None
-        hi = _date(date_to, "to") + pd.Timedelta(days=1) if date_to else None
+        lo = parse_date(date_from, "from") if date_from else None
+        hi = parse_date(date_to, "to") + pd.Timedelta(days=1) if date_to else None
         filtered = bool(folders) or lo is not None or hi is not None
         k = min(index.count, top_n if not filtered else max(top_n * 20, 1000))
         while True:
             hits = index.search(query, top_n=k)[0]
-            table = _window_table(store, run_id, hits.keys)
+            table = window_table(store, run_id, hits.keys)
             table["similarity"] = hits.similarities[table.pop("order").to_numpy()]
             table = table.drop_duplicates(["file_id", "window_index"], keep="first")
             keep = np.ones(len(table), dtype=bool)
@@ -304,7 +304,7 @@ def search(project: str | Path | ProjectStore, clips: Sequence[QueryClip | str],
         return table[RESULT_COLUMNS].head(top_n).reset_index(drop=True)
 
 
-def _date(text: str, which: str) -> pd.Timestamp:
+def parse_date(text: str, which: str) -> pd.Timestamp:
     try:
         return pd.Timestamp(str(text).strip()).normalize()
     except (ValueError, TypeError):
@@ -314,7 +314,7 @@ def _date(text: str, which: str) -> pd.Timestamp:
 def window_keys(project: str | Path | ProjectStore, clips: Sequence[QueryClip | str],
                 run_id: str | None = None) -> pd.DataFrame:
     """``file_id`` / ``window_index`` rows of stored windows named as ``FILE#WINDOW`` (checked against the run)."""
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         rows = []
         for clip in clips:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from rl_core.errors import ConfigError
-from rl_core.project.search import _date, _Opened, _window_table, sync_index
+from rl_core.project.search import OpenedProject, parse_date, sync_index, window_table
 from rl_core.project.store import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def window_map(project: str | Path | ProjectStore, run_id: str | None = None, fo
     max_points = int(max_points)
     if max_points < 2:
         raise ConfigError(f"a map needs at least 2 points, got a limit of {max_points}")
-    with _Opened(project) as store:
+    with OpenedProject(project) as store:
         run_id = store.default_run(run_id)
         index = sync_index(store, run_id)
         keys = np.asarray(index.keys())
@@ -75,7 +75,7 @@ def window_map(project: str | Path | ProjectStore, run_id: str | None = None, fo
             raise ConfigError("no window of the project matches the folder and date selection: widen it")
         if total > max_points:
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_points, replace=False))
-        table = _window_table(store, run_id, keys[rows])
+        table = window_table(store, run_id, keys[rows])
         rows = rows[table.pop("order").to_numpy()]
         if len(rows) < 2:
             raise ConfigError(f"a map needs at least 2 windows; the selection has {len(rows)}")
@@ -98,9 +98,9 @@ def _selected_files(store: ProjectStore, run_id: str, folders, date_from, date_t
     if folders:
         keep &= files["folder"].isin(list(folders)).to_numpy()
     if date_from:  # as search filters: files without a date leave a dated selection
-        keep &= (files["recorded_at"] >= _date(date_from, "from")).fillna(False).to_numpy(dtype=bool)
+        keep &= (files["recorded_at"] >= parse_date(date_from, "from")).fillna(False).to_numpy(dtype=bool)
     if date_to:
-        keep &= (files["recorded_at"] < _date(date_to, "to") + pd.Timedelta(days=1)).fillna(False).to_numpy(dtype=bool)
+        keep &= (files["recorded_at"] < parse_date(date_to, "to") + pd.Timedelta(days=1)).fillna(False).to_numpy(dtype=bool)
     return files["file_id"].to_numpy(np.int64)[keep]
 
 
