@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -88,20 +89,30 @@ def test_find_label_train_save_through_the_api(app, projects_dir, great_tits, tm
         client.predict("", None, FINCH, 0, 3, 10, [], "", "", api_name="/similar_search")
 
 
-@pytest.mark.e2e
-def test_tab_in_chromium_search_label_three_train(app, projects_dir):
+@contextlib.contextmanager
+def tab_with_project(app, width: int = 1440):
+    """Headless Chromium on the Find & train tab with the project 'tiled' chosen."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; .ci/run does this)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": width, "height": 1000})
         page.set_default_timeout(60_000)
         page.goto(app.url)
         page.get_by_role("tab", name="Find & train").click()
         page.locator("#sim-project input").click()
         page.get_by_role("option", name="tiled").click()
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.mark.e2e
+def test_tab_in_chromium_search_label_three_train(app, projects_dir):
+    with tab_with_project(app, width=1400) as page:
         try:
             page.get_by_text("29 windows").wait_for()
         except Exception:
@@ -126,7 +137,6 @@ def test_tab_in_chromium_search_label_three_train(app, projects_dir):
         page.get_by_text("Trained a linear classifier").wait_for(timeout=120_000)
         assert page.locator("#sim-items").get_by_text(FINCH).count() >= 1
         page.screenshot(path=str(projects_dir / "find_and_train.png"), full_page=True)
-        browser.close()
 
 
 def _table(frame: pd.DataFrame) -> dict:
@@ -190,18 +200,7 @@ def test_map_select_label_search_and_a_two_class_classifier_through_the_api(app)
 
 @pytest.mark.e2e
 def test_map_in_chromium_lasso_mark_and_click_to_listen(app, projects_dir):
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; .ci/run does this)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(app.url)
-        page.get_by_role("tab", name="Find & train").click()
-        page.locator("#sim-project input").click()
-        page.get_by_role("option", name="tiled").click()
+    with tab_with_project(app) as page:
         page.get_by_text("29 windows").first.wait_for()
         page.get_by_text("Map of the project's windows").first.click()  # open the section
         page.click("#sim-map-draw")
@@ -239,4 +238,3 @@ def test_map_in_chromium_lasso_mark_and_click_to_listen(app, projects_dir):
                                "return a && a.href !== before; }", arg=first_clip)
         assert page.locator(".toast-body").count() == 0  # no error toast on the way
         page.screenshot(path=str(projects_dir / "find_and_train_map.png"), full_page=True)
-        browser.close()
