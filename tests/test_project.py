@@ -321,6 +321,30 @@ def test_cli_ctrl_c_then_sigkill_then_resume_equals_uninterrupted_run(archive, t
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: sensitivity must be in [0.5, 1.5]")
 
 
+def test_ctrl_c_during_a_commit_interrupts_after_it(archive, tmp_path, monkeypatch):
+    """DuckDB turns a SIGINT that arrives during a query into its own error ("Query interrupted"): a Ctrl-C that
+    landed in a commit ended the run as a failure (exit 2) with the batch rolled back, instead of exit 130."""
+    import signal
+
+    import threading
+
+    commit = ProjectStore.commit
+    hits = []
+
+    def commit_hit_by_ctrl_c(self, run_id, outcomes):
+        if not hits:  # the first commit: a user's Ctrl-C arrives while DuckDB is running a query (~1 s)
+            hits.append(threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)))
+            hits[0].start()
+            self.con.execute("select sum(i) from range(1500000000) t(i)").fetchone()
+        return commit(self, run_id, outcomes)
+
+    monkeypatch.setattr(ProjectStore, "commit", commit_hit_by_ctrl_c)
+    summary = analyse_project([archive / "siteA"], tmp_path / "p", BIRDNET, engine="inline", commit_every_files=1)
+    assert summary.interrupted and summary.exit_code == 130
+    with ProjectStore(tmp_path / "p", read_only=True) as store:  # the batch in flight was committed, not lost
+        assert store.summary(store.default_run())["files_done"] == summary.done >= 1
+
+
 def test_birdnet_workers_run_without_torch_and_store_what_the_app_stores(archive, analysed, tmp_path):
     """A BirdNET worker process analyses with rl_core.birdnet_litert and never imports torch (half its memory;
     bench/RESULTS.md): its store equals the inline engine's, which runs the app's torch BirdNET model."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -131,6 +133,27 @@ def make_engine(engine: str = "local", workers: int | None = None, address: str 
     raise ConfigError(f"unknown engine '{engine}': use local (worker processes) or ray")
 
 
+@contextlib.contextmanager
+def ctrl_c_after_commit():
+    """A Ctrl-C during a commit takes effect when the commit has ended: DuckDB turns a SIGINT that arrives during a
+    query into an error of its own ("Query interrupted"), which would end the run as a failure instead of an
+    interruption, with the batch rolled back. Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+
+
 def analyse_project(
     dirs: Iterable[str | Path],
     project: str | Path,
@@ -189,13 +212,15 @@ def analyse_project(
         def flush() -> None:
             nonlocal last_commit, window_recorded
             if pending:
-                store.commit(run_id, pending)
-                if not window_recorded:
-                    window_s = next((o.window_s for o in pending if o.ok), None)
-                    if window_s:
-                        store.con.execute("update runs set window_s = ? where run_id = ? and window_s is null", [window_s, run_id])
-                        window_recorded = True
-                pending.clear()
+                with ctrl_c_after_commit():
+                    store.commit(run_id, pending)
+                    if not window_recorded:
+                        window_s = next((o.window_s for o in pending if o.ok), None)
+                        if window_s:
+                            store.con.execute("update runs set window_s = ? where run_id = ? and window_s is null",
+                                              [window_s, run_id])
+                            window_recorded = True
+                    pending.clear()
             last_commit = time.perf_counter()
 
         if progress:
