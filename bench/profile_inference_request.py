@@ -40,7 +40,7 @@ def main() -> None:
     from rl_core.audio import audio_info, iter_windows
     from rl_core.datasets_bundled import storm_petrel_recordings
     from rl_core.inference import analyse_recording
-    from ui import inference, inference_figure, inference_view
+    from ui import inference, inference_figure, inference_downloads, inference_view
     from ui.common import get_model
     from ui.spectrogram import picture_uri, playable_segment, read_view, spectrogram_picture
 
@@ -70,7 +70,7 @@ def main() -> None:
         "filter view + species table + timeline": lambda: inference_view.file_view(run, clip.name, options, flt),
         "summary table": lambda: inference_view.summary_table(run, options, flt),
         "clips table (clip_choices)": lambda: inference_figure.clip_choices(run, clip.name, options),
-        "downloads (on demand, /downloads; not in on_run)": lambda: inference_view.write_exports(run, options, flt),
+        "downloads (on demand, /downloads; not in on_run)": lambda: inference_downloads.write_exports(run, options, flt),
         "view figure (plotly, to JSON)": lambda: inference_figure.view_figure(
             view, picture, 0, 10, segment[1] / 2000).to_json(),
         "listen in all (decode, picture, WAV, figure)": lambda: inference_figure.listen(run, clip.name, view, 0, 30,

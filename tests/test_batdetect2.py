@@ -147,7 +147,7 @@ def test_zoo_shows_model_on_this_machine():
 def test_inference_tab_lists_calls_and_exports_raven(results):
     """The inference tab's handler with the bundled bat example: calls listed and boxed on the spectrogram, Raven
     with real frequencies, and the 10x time-expanded player."""
-    from ui import inference_figure, inference_view
+    from ui import inference_figure, inference_downloads, inference_view
 
     example = list(RECORDINGS)[2]
     options = inference_view.Options()
@@ -162,7 +162,7 @@ def test_inference_tab_lists_calls_and_exports_raven(results):
     boxes = [s for s in heard.figure.layout.shapes if s.type == "rect"]
     in_view = view.calls[(view.calls["start (s)"] <= heard.end_s) & (view.calls["end (s)"] >= heard.start_s)]
     assert len(boxes) == len(in_view) > 3 and boxes[0].y0 == in_view["low (kHz)"].iloc[0]
-    raven = next(d for d in inference_view.write_exports(run, options) if d.endswith(".selections.txt"))
+    raven = next(d for d in inference_downloads.write_exports(run, options) if d.endswith(".selections.txt"))
     table = pd.read_csv(raven, sep="\t")
     assert len(table) == len(view.calls)
     assert np.allclose(table["Low Freq (Hz)"] / 1000, view.calls["low (kHz)"], atol=0.06)

@@ -13,7 +13,8 @@ from test_ui_handlers import tiny_layered_model  # noqa: F401 - a fixture: a reg
 
 from rl_core.custom_classifier import CustomClassifier, classifier_table
 from ui import inference
-from ui.inference_view import Options, analyse, render, write_exports
+from ui.inference_downloads import write_exports
+from ui.inference_view import Options, analyse, render
 
 MODEL = "birdnet_v2_4"
 LABEL = "your classifier: petrel"

@@ -46,7 +46,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_every_caller_embeds_a_recording_identically(tmp_path, birdnet, storm_petrels):
     """API, CLI `embed`, the embedding map, the evaluation cache (the benchmark runner's path) and the app's
     inference tab all give the same window and file vectors for one real 14-s, 44.1 kHz recording."""
-    from ui import embedding_map, inference_view
+    from ui import embedding_map, inference_downloads, inference_view
 
     path = storm_petrels[0]
     api = analyse_recording(birdnet, path)
@@ -75,7 +75,7 @@ def test_every_caller_embeds_a_recording_identically(tmp_path, birdnet, storm_pe
     mapped = embedding_map.build_map([str(path), str(storm_petrels[1])], model_name=MODEL, method="PCA")
     np.testing.assert_array_equal(np.load(mapped.downloads[1])["embeddings"][0], pooled)
 
-    app = inference_view.write_exports(inference_view.analyse([str(path)], MODEL, 3), inference_view.Options())
+    app = inference_downloads.write_exports(inference_view.analyse([str(path)], MODEL, 3), inference_view.Options())
     app_npz = load_embeddings_npz(next(d for d in app if d.endswith(".npz")))
     np.testing.assert_array_equal(app_npz["embeddings"], api.embeddings)
 
@@ -145,7 +145,7 @@ def _check_layout(data: dict, files: list[str], windows: list[int], model: str) 
 
 
 def test_cli_and_app_write_one_npz_layout(tmp_path, storm_petrels):
-    from ui import inference_view
+    from ui import inference_downloads, inference_view
 
     out = tmp_path / "emb.npz"
     result = run_cli("embed", MODEL, *map(str, storm_petrels), "--out", str(out))
@@ -153,7 +153,7 @@ def test_cli_and_app_write_one_npz_layout(tmp_path, storm_petrels):
     names = [p.name for p in storm_petrels]
     cli_data = load_embeddings_npz(out)
     _check_layout(cli_data, names, [5, 5], MODEL)
-    app = inference_view.write_exports(inference_view.analyse([str(p) for p in storm_petrels], MODEL, 3),
+    app = inference_downloads.write_exports(inference_view.analyse([str(p) for p in storm_petrels], MODEL, 3),
                                        inference_view.Options())
     app_data = load_embeddings_npz(next(d for d in app if d.endswith(".npz")))
     _check_layout(app_data, names, [5, 5], MODEL)
@@ -301,7 +301,7 @@ def test_unique_names():
 
 
 def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
-    from ui import inference_view
+    from ui import inference_downloads, inference_view
 
     uploads = []
     for i, source in enumerate(storm_petrels):
@@ -313,7 +313,7 @@ def test_two_uploads_with_one_name_stay_apart(tmp_path, storm_petrels):
     # minimum confidence 0: every window's top 2 reaches the downloads
     run = inference_view.analyse(uploads, MODEL, 2)
     result = inference_view.render(run, inference_view.Options(min_conf=0.0))
-    downloads = inference_view.write_exports(run, inference_view.Options(min_conf=0.0))
+    downloads = inference_downloads.write_exports(run, inference_view.Options(min_conf=0.0))
     assert list(result.files) == ["song.wav", "song (2).wav"] and not result.errors
     assert "upload 2 (song.wav) is song (2).wav" in result.message
     names = sorted(Path(d).name for d in downloads)

@@ -13,6 +13,7 @@ import pandas as pd
 from gradio.data_classes import FileData
 
 from ui.common import SETTINGS, default_model, describe_error, example_recordings, model_choices, model_concurrency_id
+from ui.inference_downloads import write_exports
 from ui.inference_figure import CLIP_COLUMNS, clip_choices, clips_zip, listen, view_figure
 from ui.inference_view import (
     BELOW_CHOICES,
@@ -32,7 +33,6 @@ from ui.inference_view import (
     render,
     scrub,
     styled_species,
-    write_exports,
 )
 from ui.location_map import map_with_marker, on_map_pick, on_place_typed
 from ui.malloc import release_memory
