@@ -150,21 +150,11 @@ def _scores_before(classifier, vectors) -> np.ndarray:
 def bench_quality() -> dict:
     from sklearn.metrics import average_precision_score
 
-    from rl_core.cache import get_model
     from rl_core.custom_classifier import train_classifier
-    from rl_core.evaluation.runner import multi_taxon
-    from rl_core.inference import analyse_recording
     from rl_core.similarity import WindowIndex
+    from tests.similar_fixture import multi_taxon_windows
 
-    model = get_model("birdnet_v2_4", device="cpu")
-    dataset = multi_taxon()
-    taxon = {c.path: c.labels[0] for c in dataset.clips}
-    rows, labels = [], []
-    for path in sorted(taxon):
-        result = analyse_recording(model, path, want_scores=False)
-        rows.append(result.embeddings)
-        labels += [taxon[path]] * len(result.embeddings)
-    emb, taxa = np.concatenate(rows), np.array(labels)
+    emb, taxa = multi_taxon_windows(device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         index = WindowIndex(tmp, dim=emb.shape[1])
         index.add(np.stack([np.arange(len(emb)), np.zeros(len(emb))], axis=1), emb)

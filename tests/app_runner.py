@@ -31,6 +31,18 @@ class RunningApp:
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *flags], cwd=app_dir or REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
+    def __enter__(self) -> "RunningApp":
+        """``with RunningApp(...) as app``: started and answering; stopped when the block ends."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -52,3 +52,20 @@ def make_tiled_project_audio(root: Path) -> dict[str, list[str]]:
         sf.write(path, np.concatenate([_tile(p) for p in pieces]), RATE, subtype="PCM_16")
         truth[rel] = [taxon] * len(pieces)
     return truth
+
+
+def multi_taxon_windows(device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(windows, 1024) BirdNET embeddings of the bundled multi-taxon recordings and each window's taxon (the search
+    and classifier quality figures: tests and bench/bench_search.py)."""
+    from rl_core.cache import get_model
+    from rl_core.evaluation.runner import multi_taxon
+    from rl_core.inference import analyse_recording
+
+    model = get_model("birdnet_v2_4", device=device)
+    taxon = {c.path: c.labels[0] for c in multi_taxon().clips}
+    rows, labels = [], []
+    for path in sorted(taxon):
+        result = analyse_recording(model, path, want_scores=False)
+        rows.append(result.embeddings)
+        labels += [taxon[path]] * len(result.embeddings)
+    return np.concatenate(rows), np.array(labels)

@@ -43,17 +43,13 @@ def app_tmp(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, leaderboard_dir, app_tmp):
-    running = RunningApp("--preload", MODEL, "--max-file-size", "3MB", "--no-warmup",
-                         "--leaderboard-dir", str(leaderboard_dir),
-                         log_path=tmp_path_factory.mktemp("app") / "app.log",
-                         # offline, as on a field laptop: models without local weights must be refused at once
-                         env={"TMPDIR": str(app_tmp), "GRADIO_TEMP_DIR": str(app_tmp / "gradio"), "HF_HUB_OFFLINE": "1",
-                              "HF_HUB_CACHE": str(tmp_path_factory.mktemp("hf_cache"))})
-    try:
-        running.wait_ready()
+    with RunningApp("--preload", MODEL, "--max-file-size", "3MB", "--no-warmup",
+                    "--leaderboard-dir", str(leaderboard_dir),
+                    log_path=tmp_path_factory.mktemp("app") / "app.log",
+                    # offline, as on a field laptop: models without local weights must be refused at once
+                    env={"TMPDIR": str(app_tmp), "GRADIO_TEMP_DIR": str(app_tmp / "gradio"), "HF_HUB_OFFLINE": "1",
+                         "HF_HUB_CACHE": str(tmp_path_factory.mktemp("hf_cache"))}) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

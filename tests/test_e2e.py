@@ -26,12 +26,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    running = RunningApp("--preload", "birdnet_v2_4", log_path=tmp_path_factory.mktemp("e2e") / "app.log")
-    try:
-        running.wait_ready()
+    with RunningApp("--preload", "birdnet_v2_4", log_path=tmp_path_factory.mktemp("e2e") / "app.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     # one worker: a job left running for a gone client would hold up the next request (issue 16 #12)
-    running = RunningApp("--preload", MODEL, "--no-warmup", "--workers", "1", "--max-file-size", "20MB",
-                         log_path=tmp_path_factory.mktemp("app") / "app.log")
-    try:
-        running.wait_ready()
+    with RunningApp("--preload", MODEL, "--no-warmup", "--workers", "1", "--max-file-size", "20MB",
+                    log_path=tmp_path_factory.mktemp("app") / "app.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,10 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     make_archive(root / "season2024")
-    running = RunningApp("--no-warmup", "--data-root", str(root), "--projects-dir",
-                         str(tmp_path_factory.mktemp("projects")), "--project-workers", "1",
-                         log_path=tmp_path_factory.mktemp("e2e") / "app.log")
-    try:
-        running.wait_ready()
+    with RunningApp("--no-warmup", "--data-root", str(root), "--projects-dir",
+                    str(tmp_path_factory.mktemp("projects")), "--project-workers", "1",
+                    log_path=tmp_path_factory.mktemp("e2e") / "app.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,10 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(data_root, tmp_path_factory):
-    running = RunningApp("--no-warmup", "--data-root", str(data_root), "--projects-dir",
-                         str(tmp_path_factory.mktemp("projects")), "--project-workers", "1",
-                         log_path=tmp_path_factory.mktemp("app") / "app.log")
-    try:
-        running.wait_ready()
+    with RunningApp("--no-warmup", "--data-root", str(data_root), "--projects-dir",
+                    str(tmp_path_factory.mktemp("projects")), "--project-workers", "1",
+                    log_path=tmp_path_factory.mktemp("app") / "app.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _filters(**changes):

@@ -35,13 +35,9 @@ def projects_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(projects_dir, tmp_path_factory):
-    running = RunningApp("--no-warmup", "--projects-dir", str(projects_dir), "--project-workers", "1",
-                         log_path=tmp_path_factory.mktemp("app") / "app.log")
-    try:
-        running.wait_ready()
+    with RunningApp("--no-warmup", "--projects-dir", str(projects_dir), "--project-workers", "1",
+                    log_path=tmp_path_factory.mktemp("app") / "app.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _frame(value) -> pd.DataFrame:

@@ -10,24 +10,13 @@ from rl_core.custom_classifier import CustomClassifier, suggest_next, train_clas
 from rl_core.errors import ConfigError
 from rl_core.review import calibrate_threshold, precision_by_score_bin, review_sample
 from rl_core.similarity import WindowIndex, recall_at_k
+from similar_fixture import multi_taxon_windows
 
 
 @pytest.fixture(scope="module")
 def taxon_windows():
     """(windows, 1024) BirdNET embeddings of the multi-taxon recordings and each window's taxon."""
-    from rl_core.cache import get_model
-    from rl_core.evaluation.runner import multi_taxon
-    from rl_core.inference import analyse_recording
-
-    model = get_model("birdnet_v2_4")
-    dataset = multi_taxon()
-    taxon = {c.path: c.labels[0] for c in dataset.clips}
-    rows, labels = [], []
-    for path in sorted(taxon):
-        result = analyse_recording(model, path, want_scores=False)
-        rows.append(result.embeddings)
-        labels += [taxon[path]] * len(result.embeddings)
-    return np.concatenate(rows), np.array(labels)
+    return multi_taxon_windows()
 
 
 def test_search_finds_same_taxon_far_above_chance(taxon_windows, tmp_path):
