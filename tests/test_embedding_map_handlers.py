@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_ui_handlers import MODEL, tiny_layered_model  # noqa: F401  (a fixture)
+from test_ui_handlers import MODEL, default_limits, tiny_layered_model  # noqa: F401  (fixtures; limits reset)
 
 from ui import common, embedding_map
 from ui.common import UserFacingError
